@@ -1,0 +1,148 @@
+"""Group commit: one fdatasync acknowledges every record written before it.
+
+Records are written to the log on the loop; this class decides when they
+count as committed. In ``always`` mode a single sync runs at a time on a
+dedicated thread; records written while it runs wait for the next one, which
+starts the moment the previous one returns, so one fsync serves many appends
+across many streams. ``interval`` acknowledges on write and syncs on a timer;
+``never`` leaves syncing to the operating system.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+Done = Callable[[BaseException | None], None]
+
+FSYNC_MODES = ("always", "interval", "never")
+
+
+class StorageFailedError(Exception):
+    """A sync failed: what the log holds can no longer be trusted as durable,
+    so the engine refuses writes until it is restarted and recovered."""
+
+
+class Committer:
+    def __init__(self, mode: str, interval: float, executor: ThreadPoolExecutor) -> None:
+        if mode not in FSYNC_MODES:
+            raise ValueError(f"fsync mode must be one of {FSYNC_MODES}")
+        self.mode = mode
+        self.interval = interval
+        self.executor = executor
+        self.written_lsn = 0
+        self.durable_lsn = 0
+        self.syncs = 0
+        self.failure: BaseException | None = None
+        self._fd = -1
+        self._old_fds: list[int] = []
+        self._pending: deque[tuple[int, Done]] = deque()
+        self._in_flight = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop, fd: int, lsn: int) -> None:
+        self._loop = loop
+        self._fd = fd
+        self.written_lsn = self.durable_lsn = lsn
+        if self.mode == "interval":
+            self._timer = loop.call_later(self.interval, self._tick)
+
+    def rotate(self, new_fd: int) -> None:
+        """Switch to a new log file; the old one is synced and closed by the
+        next sync (or, with no syncs at all, by the checkpoint that follows)."""
+        if self.mode == "never":
+            os.close(self._fd)
+        else:
+            self._old_fds.append(self._fd)
+        self._fd = new_fd
+
+    def written(self, lsn: int, done: Done | None) -> None:
+        """A record with this LSN is in the log file; call done on commit."""
+        self.written_lsn = lsn
+        if self.mode != "always":
+            # Deferred (in order) so callers never see a callback run inside
+            # the call that logged the record.
+            if done is not None and self._loop is not None:
+                self._loop.call_soon(done, None)
+            return
+        if done is not None:
+            self._pending.append((lsn, done))
+        if not self._in_flight:
+            self._kick()
+
+    def barrier(self, done: Done) -> None:
+        """Call done once everything written so far has committed."""
+        if self.failure is not None:
+            done(self.failure)
+        elif self.mode != "always" or self.durable_lsn >= self.written_lsn:
+            if self._loop is not None:
+                self._loop.call_soon(done, None)
+            else:
+                done(None)
+        else:
+            self._pending.append((self.written_lsn, done))
+
+    @property
+    def idle(self) -> bool:
+        return not self._in_flight and not self._pending
+
+    def _kick(self) -> None:
+        assert self._loop is not None
+        target = self.written_lsn
+        fds = self._old_fds + [self._fd]
+        n_old = len(self._old_fds)
+        self._old_fds = []
+        self._in_flight = True
+        fut = self._loop.run_in_executor(self.executor, _sync_fds, fds, n_old)
+        fut.add_done_callback(lambda f: self._synced(target, f))
+
+    def _synced(self, target: int, fut: asyncio.Future[None]) -> None:
+        self._in_flight = False
+        self.syncs += 1
+        exc = fut.exception()
+        if exc is not None:
+            self.fail(exc)
+            return
+        self.durable_lsn = max(self.durable_lsn, target)
+        pending = self._pending
+        while pending and pending[0][0] <= target:
+            _, done = pending.popleft()
+            done(None)
+        if self.written_lsn > self.durable_lsn and self.failure is None and self.mode == "always":
+            self._kick()
+
+    def fail(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = StorageFailedError(f"log sync failed: {exc}")
+        pending, self._pending = self._pending, deque()
+        for _, done in pending:
+            done(self.failure)
+
+    def _tick(self) -> None:
+        assert self._loop is not None
+        if self.written_lsn > self.durable_lsn and not self._in_flight and self.failure is None:
+            self._kick()
+        self._timer = self._loop.call_later(self.interval, self._tick)
+
+    async def drain(self) -> None:
+        """Sync whatever is written, then stop the interval timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._in_flight:
+            await asyncio.sleep(0.001)
+        if self.failure is None and (self.written_lsn > self.durable_lsn or self._old_fds):
+            self._kick()
+            while self._in_flight:
+                await asyncio.sleep(0.001)
+
+
+def _sync_fds(fds: list[int], n_old: int) -> None:
+    for i, fd in enumerate(fds):
+        os.fdatasync(fd)
+        if i < n_old:
+            os.close(fd)

@@ -1,0 +1,517 @@
+"""The engine: catalog of streams, the append path, reads and checkpoints.
+
+Everything here runs on the event loop except blocking disk work (syncs,
+checkpoints, deleting files), which goes to one dedicated thread. The append
+path is short: allocate space, write the log record, update the pending
+view, copy the bytes into the segment maps, and let the committer say when
+the record is durable; only then does the visible tail move and are readers
+woken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import heapq
+import os
+import shutil
+import time
+import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from . import checkpoint as ckpt
+from . import records as rec
+from .committer import Committer, Done, StorageFailedError
+from .records import AppendBody, CreateBody, Producer
+from .segments import SegmentCache, SegmentStore
+from .stream import INDEX_ENTRY, ProducerState, Stream, StreamConfig
+from .wal import CorruptLogError, ScanResult, WalWriter, list_wal_files, scan
+
+WakeListener = Callable[[Stream, list[tuple[int, list[object]]]], None]
+
+
+class StorageFullError(Exception):
+    """The disk has no room for this write; nothing was changed."""
+
+
+class CorruptDataError(Exception):
+    """Stored data fails verification; the daemon refuses to start on it."""
+
+
+@dataclass
+class RecoveryReport:
+    streams: int = 0
+    checkpoint_lsn: int = 0
+    replayed: int = 0
+    torn_bytes: int = 0
+    torn_file: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class EngineOptions:
+    fsync: str = "always"
+    fsync_interval: float = 0.05
+    max_open_segments: int = 4096
+    checkpoint_interval: float = 30.0
+    checkpoint_wal_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass
+class _CheckpointJob:
+    lsn: int
+    catalog: bytes
+    old_wal: list[str]
+    segments: list[str] = field(default_factory=list)
+    index: list[tuple[str, int, bytes]] = field(default_factory=list)
+
+
+def _noop(_: BaseException | None) -> None:
+    return None
+
+
+class Engine:
+    def __init__(self, data_dir: str, options: EngineOptions | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.options = options or EngineOptions()
+        self.data_dir = os.path.abspath(data_dir)
+        self.streams_dir = os.path.join(self.data_dir, "streams")
+        self.wal_dir = os.path.join(self.data_dir, "wal")
+        self.clock = clock
+        self.by_path: dict[str, Stream] = {}
+        self.by_id: dict[int, Stream] = {}
+        self.next_id = 1
+        self.lsn = 0
+        self.cache = SegmentCache(self.options.max_open_segments)
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="ds-disk")
+        self.committer = Committer(self.options.fsync, self.options.fsync_interval, self.executor)
+        self.wal: WalWriter | None = None
+        self.wake_listener: WakeListener | None = None
+        self._deadlines: list[tuple[float, int]] = []
+        self._dirty_streams: set[Stream] = set()
+        self._dirty_segments: set[str] = set()
+        self._entries: dict[int, bytes] = {}
+        self._retry: _CheckpointJob | None = None
+        self._checkpointing = False
+        self._last_checkpoint = 0.0
+        self.appends = 0
+
+    # ------------------------------------------------------------------ setup
+
+    def open(self) -> RecoveryReport:
+        """Recover from disk (synchronously, before serving anything)."""
+        t0 = time.monotonic()
+        os.makedirs(self.streams_dir, exist_ok=True)
+        os.makedirs(self.wal_dir, exist_ok=True)
+        report = RecoveryReport()
+        image = ckpt.load_catalog(self.data_dir) or ckpt.CatalogImage()
+        report.checkpoint_lsn = image.lsn
+        self.next_id = image.next_id
+        for entry in image.streams:
+            self._load_entry(entry)
+        self.lsn = image.lsn
+        scan_result = ScanResult()
+        files = list_wal_files(self.wal_dir)
+        for i, (_, path) in enumerate(files):
+            for lsn, rtype, body in scan(path, i == len(files) - 1, scan_result):
+                if lsn <= image.lsn:
+                    continue
+                if lsn != self.lsn + 1:
+                    raise CorruptLogError(f"{path}: LSN {lsn} follows {self.lsn}")
+                self._replay(rtype, body)
+                self.lsn = lsn
+                report.replayed += 1
+        report.torn_bytes = scan_result.torn_bytes
+        report.torn_file = scan_result.torn_file
+        for s in self.by_id.values():
+            s.tail = s.pending_tail
+            s.closed = s.closing
+            self._verify_tail(s)
+            self._schedule_deadline(s)
+        self.wal = WalWriter(self.wal_dir, self.lsn + 1)
+        job = self._prepare_checkpoint(rotate=False)
+        job.old_wal = [p for _, p in files if p != self.wal.path]
+        _run_checkpoint(self.data_dir, job)
+        self._last_checkpoint = time.monotonic()
+        report.streams = len(self.by_id)
+        report.seconds = time.monotonic() - t0
+        return report
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self.wal is not None
+        self.committer.start(loop, self.wal.fd, self.lsn)
+
+    async def close(self) -> None:
+        """Make everything durable and write a final checkpoint."""
+        await self.committer.drain()
+        if self.committer.failure is None:
+            await self.checkpoint(force=True)
+        if self.wal is not None:
+            self.wal.close()
+            self.wal = None
+        self.executor.shutdown(wait=True)
+        self.cache.clear()
+
+    # ---------------------------------------------------------------- lookups
+
+    def get(self, path: str) -> Stream | None:
+        s = self.by_path.get(path)
+        if s is not None:
+            due = s.deadline()
+            if due is not None and due <= self.clock():
+                self.delete(s, _noop)
+                return None
+        return s
+
+    def touch(self, s: Stream) -> None:
+        """A read or write resets a sliding TTL (HEAD does not call this)."""
+        if s.config.ttl is not None:
+            s.last_access = self.clock()
+
+    @property
+    def failure(self) -> BaseException | None:
+        return self.committer.failure
+
+    # -------------------------------------------------------------- mutations
+
+    def create(
+        self, path: str, config: StreamConfig, closed: bool, payload: bytes, lengths: list[int], done: Done
+    ) -> Stream:
+        self._check_writable()
+        stream_id = self.next_id
+        store = SegmentStore(self._stream_dir(stream_id), 0, self.cache)
+        self._reserve(store, 0, len(payload))
+        now = self.clock()
+        meta = config.to_meta() | {"path": path, "created_at": now}
+        append = AppendBody(stream_id, 0, closed, lengths, None, None, payload)
+        lsn = self._log(rec.CREATE, rec.encode_create(CreateBody(stream_id, meta, append)))
+        self.next_id += 1
+        s = Stream(stream_id, path, config, store, now)
+        self.by_path[path] = s
+        self.by_id[stream_id] = s
+        self._apply_append(s, append)
+        self._schedule_deadline(s)
+        self.committer.written(lsn, self._on_commit(s, len(payload), closed, done))
+        return s
+
+    def append(
+        self,
+        s: Stream,
+        payload: bytes,
+        lengths: list[int],
+        *,
+        close: bool = False,
+        producer: Producer | None = None,
+        seq: bytes | None = None,
+        done: Done,
+    ) -> int:
+        """Append units (and/or close); returns the new tail position."""
+        self._check_writable()
+        position = s.pending_tail
+        self._reserve(s.store, position, len(payload))
+        a = AppendBody(s.id, position, close, lengths, producer, seq, payload)
+        lsn = self._log(rec.APPEND, rec.encode_append(a))
+        self._apply_append(s, a)
+        self.appends += 1
+        self.committer.written(lsn, self._on_commit(s, position + len(payload), close, done))
+        return position + len(payload)
+
+    def delete(self, s: Stream, done: Done) -> None:
+        self._check_writable()
+        lsn = self._log(rec.DELETE, rec.encode_delete(s.id))
+        self._apply_delete(s)
+        directory = s.store.directory
+
+        def committed(exc: BaseException | None) -> None:
+            if exc is None:
+                self.executor.submit(shutil.rmtree, directory, True)
+            done(exc)
+
+        self.committer.written(lsn, committed)
+        self._wake(s, everything=True)
+
+    def barrier(self, done: Done) -> None:
+        """done runs once every record written so far is durable."""
+        self.committer.barrier(done)
+
+    # ------------------------------------------------------------------ reads
+
+    def read(self, s: Stream, start: int, limit: int) -> tuple[list[memoryview], int]:
+        """Zero-copy views of committed data from start, at most limit bytes
+        (whole messages for JSON streams)."""
+        end = s.chunk_end(start, limit, self._flushed_index)
+        if end <= start:
+            return [], start
+        return s.store.views(start, end), end
+
+    def valid_position(self, s: Stream, position: int) -> bool:
+        """A read may start here: inside the visible range, on a boundary."""
+        if position < s.start or position > s.tail:
+            return False
+        return not s.is_json or position == s.tail or s.is_boundary(position, self._flushed_index)
+
+    def wait(self, s: Stream, position: int, waiter: object) -> None:
+        s.waiters.add(position, waiter)
+
+    def unwait(self, s: Stream, position: int, waiter: object) -> None:
+        s.waiters.discard(position, waiter)
+
+    # ----------------------------------------------------------------- expiry
+
+    def expire_due(self) -> int:
+        """Delete streams whose TTL or Expires-At has passed; returns count."""
+        now = self.clock()
+        heap = self._deadlines
+        expired = 0
+        while heap and heap[0][0] <= now:
+            _, stream_id = heapq.heappop(heap)
+            s = self.by_id.get(stream_id)
+            if s is None:
+                continue
+            due = s.deadline()
+            if due is None:
+                continue
+            if due > now:
+                heapq.heappush(heap, (due, stream_id))
+                continue
+            if self.failure is None:
+                self.delete(s, _noop)
+                expired += 1
+        return expired
+
+    def _schedule_deadline(self, s: Stream) -> None:
+        due = s.deadline()
+        if due is not None:
+            heapq.heappush(self._deadlines, (due, s.id))
+
+    # ------------------------------------------------------------ checkpoints
+
+    def checkpoint_due(self) -> bool:
+        if self.wal is None or self._checkpointing:
+            return False
+        if self.wal.size >= self.options.checkpoint_wal_bytes:
+            return True
+        idle_for = time.monotonic() - self._last_checkpoint
+        return bool(self._dirty_streams or self._dirty_segments) and idle_for >= self.options.checkpoint_interval
+
+    async def checkpoint(self, force: bool = False) -> None:
+        if self._checkpointing or self.failure is not None:
+            return
+        if not force and not (self._dirty_streams or self._dirty_segments or self._retry):
+            return
+        self._checkpointing = True
+        try:
+            job = self._prepare_checkpoint(rotate=True)
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.run_in_executor(self.executor, _run_checkpoint, self.data_dir, job)
+                self._retry = None
+            except OSError:
+                # The old log files are kept, so recovery stays correct; the
+                # failed writes are idempotent and retried next time.
+                self._retry = job
+                raise
+            self._last_checkpoint = time.monotonic()
+        finally:
+            self._checkpointing = False
+
+    def _prepare_checkpoint(self, rotate: bool) -> _CheckpointJob:
+        assert self.wal is not None
+        old_path = self.wal.path
+        lsn = self.lsn
+        if rotate:
+            new = WalWriter(self.wal_dir, lsn + 1)
+            self.committer.rotate(new.fd)
+            self.wal = new
+        job = _CheckpointJob(lsn=lsn, catalog=b"", old_wal=[old_path] if rotate else [])
+        if self._retry is not None:
+            job.segments.extend(self._retry.segments)
+            job.index.extend(self._retry.index)
+            job.old_wal.extend(p for p in self._retry.old_wal if p not in job.old_wal)
+        for s in self._dirty_streams:
+            if s.deleted:
+                self._entries.pop(s.id, None)
+                continue
+            if s.unflushed_index:
+                job.index.append((s.store.directory, s.index_units, bytes(s.unflushed_index)))
+                s.index_units += len(s.unflushed_index) // INDEX_ENTRY.size
+                s.unflushed_index = bytearray()
+            self._entries[s.id] = ckpt.encode_stream(s, s.index_units)
+        self._dirty_streams.clear()
+        job.segments.extend(self._dirty_segments)
+        self._dirty_segments.clear()
+        job.catalog = ckpt.encode_catalog(lsn, self.next_id, list(self._entries.values()))
+        return job
+
+    # -------------------------------------------------------------- internals
+
+    def _stream_dir(self, stream_id: int) -> str:
+        return os.path.join(self.streams_dir, f"{stream_id:016x}")
+
+    def _check_writable(self) -> None:
+        if self.committer.failure is not None:
+            raise self.committer.failure
+        if self.wal is None:
+            raise StorageFailedError("engine is not open")
+
+    def _reserve(self, store: SegmentStore, position: int, length: int) -> None:
+        try:
+            store.reserve(position, length)
+        except OSError as exc:
+            if _disk_full(exc):
+                raise StorageFullError(str(exc)) from exc
+            raise
+
+    def _log(self, rtype: int, body: bytes) -> int:
+        assert self.wal is not None
+        lsn = self.lsn + 1
+        try:
+            self.wal.write(rec.frame(lsn, rtype, body))
+        except OSError as exc:
+            if _disk_full(exc):
+                raise StorageFullError(str(exc)) from exc
+            raise
+        self.lsn = lsn
+        return lsn
+
+    def _on_commit(self, s: Stream, end: int, close: bool, done: Done) -> Done:
+        def committed(exc: BaseException | None) -> None:
+            if exc is None:
+                if end > s.tail:
+                    s.tail = end
+                if close:
+                    s.closed = True
+                self._wake(s, everything=close)
+            done(exc)
+
+        return committed
+
+    def _wake(self, s: Stream, everything: bool) -> None:
+        if not len(s.waiters):
+            return
+        ready = s.waiters.pop_ready(s.tail, everything)
+        if ready and self.wake_listener is not None:
+            self.wake_listener(s, ready)
+
+    def _apply_append(self, s: Stream, a: AppendBody) -> None:
+        if a.payload:
+            for base in s.store.write(a.position, a.payload):
+                self._dirty_segments.add(os.path.join(s.store.directory, f"{base:016x}.seg"))
+            s.add_units(a.position, a.payload, a.unit_lengths)
+            s.pending_tail = a.position + len(a.payload)
+        if a.producer is not None:
+            s.producers[a.producer.id] = ProducerState(a.producer.epoch, a.producer.seq)
+        if a.seq is not None:
+            s.last_seq = a.seq
+        if a.close:
+            s.closing = True
+            s.closed_by = a.producer
+        self._dirty_streams.add(s)
+
+    def _apply_delete(self, s: Stream) -> None:
+        s.deleted = True
+        if self.by_path.get(s.path) is s:
+            del self.by_path[s.path]
+        self.by_id.pop(s.id, None)
+        self.cache.forget_directory(s.store.directory)
+        self._dirty_streams.add(s)
+
+    def _flushed_index(self, s: Stream) -> bytes:
+        return ckpt.read_index(s.store.directory, s.index_units)
+
+    def _load_entry(self, e: dict[str, object]) -> None:
+        meta = e["meta"]
+        assert isinstance(meta, dict)
+        stream_id = int(e["id"])  # type: ignore[call-overload]
+        config = StreamConfig(str(meta["content_type"]), meta.get("ttl"), meta.get("expires_at"))
+        store = SegmentStore(self._stream_dir(stream_id), int(e["origin"]), self.cache)  # type: ignore[call-overload]
+        s = Stream(stream_id, str(e["path"]), config, store, float(e["created_at"]))  # type: ignore[arg-type]
+        s.pending_tail = s.tail = int(e["tail"])  # type: ignore[call-overload]
+        s.closing = s.closed = bool(e["closed"])
+        s.closed_by = ckpt.producer_from(e.get("closed_by"))
+        producers = e.get("producers") or {}
+        assert isinstance(producers, dict)
+        s.producers = {k: ProducerState(int(v[0]), int(v[1])) for k, v in producers.items()}
+        last_seq = e.get("last_seq")
+        s.last_seq = str(last_seq).encode("latin-1") if last_seq is not None else None
+        s.index_units = int(e["index_units"])  # type: ignore[call-overload]
+        s.last_access = self.clock()
+        ckpt.truncate_index(store.directory, s.index_units)
+        self.by_path[s.path] = s
+        self.by_id[s.id] = s
+        self._entries[s.id] = ckpt.encode_stream(s, s.index_units)
+
+    def _replay(self, rtype: int, body: memoryview) -> None:
+        """Apply one logged record during recovery (idempotent by position)."""
+        if rtype == rec.CREATE:
+            c = rec.decode_create(body)
+            if c.stream_id in self.by_id:
+                return
+            meta = c.meta
+            config = StreamConfig(str(meta["content_type"]), meta.get("ttl"), meta.get("expires_at"))  # type: ignore[arg-type]
+            store = SegmentStore(self._stream_dir(c.stream_id), 0, self.cache)
+            s = Stream(c.stream_id, str(meta["path"]), config, store, float(meta["created_at"]))  # type: ignore[arg-type]
+            s.last_access = self.clock()
+            old = self.by_path.get(s.path)
+            if old is not None:
+                raise CorruptLogError(f"stream {s.path!r} created twice without a delete")
+            self.by_path[s.path] = s
+            self.by_id[s.id] = s
+            self.next_id = max(self.next_id, c.stream_id + 1)
+            self._apply_append(s, c.append)
+        elif rtype == rec.APPEND:
+            a = rec.decode_append(body)
+            s = self.by_id.get(a.stream_id)
+            if s is None:
+                raise CorruptLogError(f"append to unknown stream id {a.stream_id}")
+            if a.position + len(a.payload) <= s.pending_tail and a.payload:
+                return
+            if a.position != s.pending_tail:
+                raise CorruptLogError(f"stream {s.path!r}: append at {a.position}, tail is {s.pending_tail}")
+            self._apply_append(s, a)
+        elif rtype == rec.DELETE:
+            stream_id = rec.decode_delete(body)
+            s = self.by_id.get(stream_id)
+            if s is not None:
+                self._apply_delete(s)
+                shutil.rmtree(s.store.directory, ignore_errors=True)
+        else:
+            raise CorruptLogError(f"unknown record type {rtype}")
+
+    def _verify_tail(self, s: Stream) -> None:
+        """Check the last flushed unit against its checksum."""
+        if s.index_units == 0:
+            return
+        raw = ckpt.read_index(s.store.directory, s.index_units)
+        if len(raw) < s.index_units * INDEX_ENTRY.size:
+            raise CorruptDataError(f"{s.store.directory}/index: shorter than the {s.index_units} entries the catalog counts")
+        pos, n, crc = INDEX_ENTRY.unpack_from(raw, len(raw) - INDEX_ENTRY.size)
+        try:
+            data = s.store.read_bytes(pos, pos + n)
+        except (FileNotFoundError, ValueError) as exc:
+            raise CorruptDataError(f"{s.store.directory}: segment for position {pos} unreadable: {exc}") from exc
+        if zlib.crc32(data) != crc:
+            raise CorruptDataError(f"{s.store.directory}: checksum mismatch for unit at position {pos}")
+
+
+def _disk_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _run_checkpoint(data_dir: str, job: _CheckpointJob) -> None:
+    """Runs on the disk thread: make the pieces durable, then the catalog,
+    then drop the log files it covers."""
+    for path in job.old_wal:
+        ckpt.sync_file(path)
+    for path in job.segments:
+        ckpt.sync_file(path)
+    for directory, first, entries in job.index:
+        if os.path.isdir(directory):
+            ckpt.flush_index(directory, first, entries)
+    ckpt.write_catalog(data_dir, job.catalog)
+    for path in job.old_wal:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
