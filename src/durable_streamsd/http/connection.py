@@ -1,0 +1,350 @@
+"""One asyncio.Protocol per connection, parsing with httptools.
+
+Parser callbacks only collect; the request is handed to the handler once it
+is complete. Pipelined requests wait in order behind the one in progress
+(reading pauses when too many queue up), so responses always leave in
+request order. One timer per connection is re-armed at each transition:
+idle keep-alive, slow headers, stalled body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from urllib.parse import unquote_to_bytes
+
+import httptools
+
+from .dates import DateHeader
+from .flow import FlowControl
+from .limits import HttpLimits
+from .request import Handler, Request
+from .response import STATUS_LINES, Responder
+
+log = logging.getLogger("durable_streamsd.http")
+
+
+class _Reject(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class ServerState:
+    """What every connection of one listening server shares."""
+
+    handler: Handler
+    limits: HttpLimits
+    common_headers: bytes = b""
+    dates: DateHeader = field(default_factory=DateHeader)
+    connections: set[HttpConnection] = field(default_factory=set)
+    accepting: bool = True
+    requests: int = 0
+
+
+_IDLE, _HEADERS, _BODY, _BUSY = range(4)
+
+
+class HttpConnection(asyncio.Protocol):
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.limits = state.limits
+        self.dates = state.dates
+        self.common_headers = state.common_headers
+        self.transport: asyncio.Transport | None = None
+        self.flow = FlowControl()
+        self.parser = httptools.HttpRequestParser(self)
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._header_bytes = 0
+        self._body: list[bytes] = []
+        self._body_bytes = 0
+        self._expect_body = False
+        self._queue: deque[Request | _Reject] = deque()
+        self._active: Responder | None = None
+        self._broken = False
+        self._reading_paused = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._phase = _IDLE
+        self._loop = asyncio.get_running_loop()
+
+    # ------------------------------------------------------------ transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses.
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self.state.connections.add(self)
+        self._arm(self.limits.idle_timeout, _IDLE)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        active, self._active = self._active, None
+        self._queue.clear()
+        self.flow.clear()
+        self.transport = None
+        if active is not None:
+            active._connection_lost()
+
+    def pause_writing(self) -> None:
+        self.flow.pause()
+
+    def resume_writing(self) -> None:
+        self.flow.resume()
+
+    def data_received(self, data: bytes) -> None:
+        if self._broken:
+            return
+        if self._phase == _IDLE and self._active is None:
+            self._arm(self.limits.header_timeout, _HEADERS)
+        try:
+            self.parser.feed_data(data)
+        except _Reject as exc:
+            self._fail(exc)
+        except httptools.HttpParserUpgrade:
+            self._fail(_Reject(400, "protocol upgrades are not supported"))
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            self._fail(cause if isinstance(cause, _Reject) else _Reject(400, "malformed request"))
+        except httptools.HttpParserInvalidMethodError:
+            self._fail(_Reject(405, "unknown method"))
+        except httptools.HttpParserError as exc:
+            self._fail(_Reject(400, _parser_message(exc)))
+
+    # ------------------------------------------------------ parser callbacks
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._header_bytes = 0
+        self._body = []
+        self._body_bytes = 0
+        if self._active is None:
+            self._arm(self.limits.header_timeout, _HEADERS)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._header_bytes += len(url)
+        if self._header_bytes > self.limits.max_header_bytes:
+            raise _Reject(431 if len(self._url) < self._header_bytes else 414, "request line or headers too large")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self.limits.max_header_bytes:
+            raise _Reject(431, "request headers too large")
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        cl: bytes | None = None
+        te = False
+        for name, value in self._headers:
+            lname = name.lower()
+            if lname == b"content-length":
+                if cl is not None and cl != value:
+                    raise _Reject(400, "conflicting Content-Length headers")
+                cl = value
+            elif lname == b"transfer-encoding":
+                te = True
+        if cl is not None and te:
+            raise _Reject(400, "Content-Length together with Transfer-Encoding")
+        if cl is not None:
+            if not cl.strip().isdigit():
+                raise _Reject(400, "invalid Content-Length")
+            if int(cl) > self.limits.max_body_bytes:
+                raise _Reject(413, f"request body larger than {self.limits.max_body_bytes} bytes")
+        self._expect_body = te or (cl is not None and int(cl) > 0)
+        if self._expect_body and self._active is None:
+            self._arm(self.limits.body_timeout, _BODY)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        if self._body_bytes > self.limits.max_body_bytes:
+            raise _Reject(413, f"request body larger than {self.limits.max_body_bytes} bytes")
+        self._body.append(body)
+        if self._active is None:
+            self._arm(self.limits.body_timeout, _BODY)
+
+    def on_message_complete(self) -> None:
+        parser = self.parser
+        method = parser.get_method().decode("ascii", "replace")
+        url = self._url
+        try:
+            parsed = httptools.parse_url(url)
+        except httptools.HttpParserInvalidURLError:
+            raise _Reject(400, "invalid request target") from None
+        raw_path = parsed.path or b"/"
+        try:
+            path = unquote_to_bytes(raw_path).decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Reject(400, "request path is not valid UTF-8") from None
+        if "\x00" in path:
+            raise _Reject(400, "request path contains a NUL byte")
+        headers: dict[str, str] = {}
+        for name, value in self._headers:
+            key = name.decode("latin-1").lower()
+            val = value.decode("latin-1")
+            prev = headers.get(key)
+            headers[key] = val if prev is None else prev + ", " + val
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        self._body = []
+        req = Request(
+            method=method,
+            target=url,
+            path=path,
+            query=(parsed.query or b"").decode("latin-1"),
+            headers=headers,
+            body=body,
+            host=headers.get("host", ""),
+        )
+        if not parser.should_keep_alive():
+            headers["connection"] = "close"
+        self._enqueue(req)
+
+    # ------------------------------------------------------------ pipeline
+
+    def _enqueue(self, item: Request | _Reject) -> None:
+        if self._active is None and not self._queue:
+            self._dispatch(item)
+            return
+        self._queue.append(item)
+        if len(self._queue) >= self.limits.max_pipelined and self.transport is not None and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _dispatch(self, item: Request | _Reject) -> None:
+        if isinstance(item, _Reject):
+            self._send_error(item)
+            return
+        self._cancel_timer()
+        self._phase = _BUSY
+        keep_alive = item.headers.get("connection", "").lower() != "close" and self.state.accepting
+        responder = Responder(self, item.method == "HEAD", keep_alive)
+        self._active = responder
+        self.state.requests += 1
+        try:
+            self.state.handler(item, responder)
+        except Exception:
+            log.exception("unhandled error for %s %s", item.method, item.path)
+            if not responder.done:
+                if responder.streaming:
+                    self.close()
+                else:
+                    responder.keep_alive = False
+                    responder.send(500, b"content-type: text/plain\r\n", b"internal server error\n")
+
+    def response_done(self, responder: Responder) -> None:
+        if responder is not self._active:
+            return
+        self._active = None
+        if not responder.keep_alive:
+            self.close()
+            return
+        if self._queue:
+            self._dispatch(self._queue.popleft())
+            if self._reading_paused and len(self._queue) < self.limits.max_pipelined // 2 and self.transport:
+                self._reading_paused = False
+                self.transport.resume_reading()
+            return
+        self._phase = _IDLE
+        self._arm(self.limits.idle_timeout, _IDLE)
+
+    # -------------------------------------------------------------- errors
+
+    def _fail(self, reject: _Reject) -> None:
+        """Answer a broken request in pipeline order, then close."""
+        self._broken = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        if self._active is None and not self._queue:
+            self._send_error(reject)
+        else:
+            self._queue.append(reject)
+
+    def _send_error(self, reject: _Reject) -> None:
+        t = self.transport
+        if t is None:
+            return
+        body = reject.message.encode() + b"\n"
+        t.write(
+            b"".join(
+                (
+                    STATUS_LINES[reject.status],
+                    self.dates.line,
+                    self.common_headers,
+                    b"content-type: text/plain; charset=utf-8\r\n",
+                    b"allow: GET, HEAD, POST, PUT, DELETE, OPTIONS\r\n" if reject.status == 405 else b"",
+                    b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body),
+                    body,
+                )
+            )
+        )
+        self.close()
+
+    # -------------------------------------------------------------- timers
+
+    def _arm(self, seconds: float, phase: int) -> None:
+        self._phase = phase
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(seconds, self._timeout)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _timeout(self) -> None:
+        self._timer = None
+        if self._active is not None or self.transport is None:
+            return
+        if self._phase == _IDLE:
+            self.close()
+        else:
+            self._broken = True
+            self._send_error(_Reject(408, "request not received in time"))
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    @property
+    def idle(self) -> bool:
+        return self._active is None and self._phase == _IDLE
+
+
+def _parser_message(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"malformed request: {text}" if text else "malformed request"
+
+
+async def serve(
+    state: ServerState, host: str, port: int, backlog: int = 2048, sock: socket.socket | None = None
+) -> asyncio.AbstractServer:
+    loop = asyncio.get_running_loop()
+    if sock is not None:
+        return await loop.create_server(lambda: HttpConnection(state), sock=sock, backlog=backlog)
+    return await loop.create_server(lambda: HttpConnection(state), host, port, backlog=backlog, reuse_address=True)
+
+
+def close_idle(connections: Iterable[HttpConnection]) -> int:
+    """Close keep-alive connections with no request in progress."""
+    n = 0
+    for c in list(connections):
+        if c.idle:
+            c.close()
+            n += 1
+    return n
