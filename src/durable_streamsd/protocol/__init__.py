@@ -1,0 +1,2 @@
+"""Durable Streams semantics over the engine: validation, status codes,
+caching headers, JSON mode, producers, long-poll and SSE."""

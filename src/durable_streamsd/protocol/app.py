@@ -1,0 +1,103 @@
+"""The protocol's entry point: routes each request to the module that owns
+that operation and turns errors into answers.
+
+Each operation lives in one obvious place: create.py (PUT), append.py
+(POST), read.py (GET catch-up), longpoll.py, sse.py, head.py, delete.py,
+options.py (CORS preflight).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..engine import Engine, StorageFailedError, StorageFullError, Stream
+from ..http import Request, Responder
+from . import append, create, delete, head, longpoll, options, read, sse
+from .errors import ProtocolError
+from .headers import ALLOWED_METHODS, TEXT
+
+log = logging.getLogger("durable_streamsd.protocol")
+
+RESERVED_SEGMENT = "__ds"
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    long_poll_timeout: float = 30.0
+    sse_reconnect_interval: float = 60.0
+    max_read_bytes: int = 1024 * 1024
+
+
+class StreamsApp:
+    def __init__(self, engine: Engine, config: ProtocolConfig) -> None:
+        self.engine = engine
+        self.config = config
+        engine.wake_listener = self._on_wake
+        self._routes: dict[str, Callable[[StreamsApp, Request, Responder], None]] = {
+            "GET": read.handle,
+            "HEAD": head.handle,
+            "PUT": create.handle,
+            "POST": append.handle,
+            "DELETE": delete.handle,
+            "OPTIONS": options.handle,
+        }
+
+    def handle(self, req: Request, res: Responder) -> None:
+        route = self._routes.get(req.method)
+        try:
+            if route is None:
+                raise ProtocolError(405, f"method {req.method} not allowed", b"allow: " + ALLOWED_METHODS.encode() + b"\r\n")
+            if req.method != "OPTIONS" and RESERVED_SEGMENT in req.path.split("/"):
+                raise ProtocolError(404, "reserved path: control APIs under __ds are not available")
+            route(self, req, res)
+        except ProtocolError as exc:
+            self.fail(res, exc)
+        except StorageFullError:
+            self.fail(res, ProtocolError(507, "insufficient storage: the disk is full, nothing was written"))
+        except StorageFailedError:
+            self.fail(res, ProtocolError(503, "storage failed; the server must be restarted to recover"))
+
+    def fail(self, res: Responder, exc: ProtocolError) -> None:
+        res.send(exc.status, exc.headers + TEXT, exc.message.encode() + b"\n")
+
+    def lookup(self, path: str) -> Stream:
+        s = self.engine.get(path)
+        if s is None:
+            raise ProtocolError(404, "stream not found")
+        return s
+
+    def after_commit(self, res: Responder, respond: Callable[[], None]) -> None:
+        """Answer once everything logged so far is durable (for answers that
+        rest on state another request is still committing)."""
+
+        def go(exc: BaseException | None) -> None:
+            if exc is None:
+                respond()
+            else:
+                self.fail(res, ProtocolError(503, f"storage failed: {exc}"))
+
+        self.engine.barrier(go)
+
+    def end_live_readers(self) -> None:
+        """Answer every parked long-poll and end every SSE session (shutdown)."""
+        for s in list(self.engine.by_id.values()):
+            if len(s.waiters):
+                groups = s.waiters.pop_ready(0, everything=True)
+                for position, waiters in groups:
+                    for w in waiters:
+                        if isinstance(w, longpoll.LongPoll):
+                            longpoll.wake(self, s, position, [w])
+                        elif isinstance(w, sse.SseSession):
+                            w.parked = False
+                            w.end()
+
+    def _on_wake(self, s: Stream, groups: list[tuple[int, list[object]]]) -> None:
+        for position, waiters in groups:
+            polls = [w for w in waiters if isinstance(w, longpoll.LongPoll)]
+            sessions = [w for w in waiters if isinstance(w, sse.SseSession)]
+            if polls:
+                longpoll.wake(self, s, position, polls)
+            if sessions:
+                sse.wake(self, s, position, sessions)

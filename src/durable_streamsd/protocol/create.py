@@ -1,0 +1,69 @@
+"""PUT: create a stream, or confirm an identical one exists (section 5.1)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..engine import StreamConfig, is_json_type
+from ..http import Request, Responder
+from .errors import ProtocolError, bad_request
+from .headers import CLOSED, content_type, line, next_offset
+from .jsonmode import frame_messages
+from .params import is_true, media_type, parse_expires_at, parse_ttl
+
+if TYPE_CHECKING:
+    from .app import StreamsApp
+
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+FORK_HEADERS = ("stream-forked-from", "stream-fork-offset", "stream-fork-sub-offset")
+
+
+def handle(app: StreamsApp, req: Request, res: Responder) -> None:
+    h = req.headers
+    ctype = (h.get("content-type") or "").strip() or DEFAULT_CONTENT_TYPE
+    mtype = media_type(ctype)
+    ttl = parse_ttl(h.get("stream-ttl"))
+    expires_at = parse_expires_at(h.get("stream-expires-at"))
+    if ttl is not None and expires_at is not None:
+        raise bad_request("send Stream-TTL or Stream-Expires-At, not both")
+    if any(name in h for name in FORK_HEADERS):
+        raise ProtocolError(501, "forks are not supported by this server yet")
+    closed = is_true(h.get("stream-closed"))
+
+    engine = app.engine
+    existing = engine.get(req.path)
+    if existing is not None:
+        c = existing.config
+        same = (
+            media_type(c.content_type) == mtype
+            and c.ttl == ttl
+            and c.expires_at == expires_at
+            and existing.closing == closed
+        )
+        if not same:
+            raise ProtocolError(409, "a stream with a different configuration exists at this path")
+        app.after_commit(
+            res,
+            lambda: res.send(200, content_type(existing) + next_offset(existing.tail) + (CLOSED if existing.closed else b"")),
+        )
+        return
+
+    body = req.body
+    if is_json_type(ctype) and body:
+        payload, lengths = frame_messages(body, allow_empty=True)
+    else:
+        payload, lengths = body, ([len(body)] if body else [])
+    config = StreamConfig(ctype, ttl, expires_at)
+    location = line("location", f"http://{req.host or 'localhost'}{_raw_path(req.target)}")
+
+    def done(exc: BaseException | None) -> None:
+        if exc is not None:
+            app.fail(res, ProtocolError(503, f"storage failed: {exc}"))
+            return
+        res.send(201, location + content_type(s) + next_offset(s.tail) + (CLOSED if s.closed else b""))
+
+    s = engine.create(req.path, config, closed, payload, lengths, done)
+
+
+def _raw_path(target: bytes) -> str:
+    return target.split(b"?", 1)[0].decode("latin-1")

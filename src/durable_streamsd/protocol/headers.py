@@ -1,0 +1,61 @@
+"""Header names, the headers every response carries, and small builders."""
+
+from __future__ import annotations
+
+import time
+
+from ..engine import Stream
+from .offsets import format_offset
+
+EXPOSED = (
+    "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Stream-TTL, "
+    "Stream-Expires-At, Stream-SSE-Data-Encoding, Producer-Epoch, Producer-Seq, "
+    "Producer-Expected-Seq, Producer-Received-Seq, ETag, Location, Content-Type"
+)
+ALLOWED_REQUEST_HEADERS = (
+    "Content-Type, Authorization, If-None-Match, Stream-Seq, Stream-TTL, Stream-Expires-At, "
+    "Stream-Closed, Producer-Id, Producer-Epoch, Producer-Seq, Stream-Forked-From, "
+    "Stream-Fork-Offset, Stream-Fork-Sub-Offset"
+)
+ALLOWED_METHODS = "GET, HEAD, POST, PUT, DELETE, OPTIONS"
+
+# Browser security headers (section 12.7) and CORS, on every response.
+COMMON = (
+    "x-content-type-options: nosniff\r\n"
+    "cross-origin-resource-policy: cross-origin\r\n"
+    "access-control-allow-origin: *\r\n"
+    f"access-control-expose-headers: {EXPOSED}\r\n"
+).encode()
+
+NO_STORE = b"cache-control: no-store\r\n"
+CACHEABLE = b"cache-control: public, max-age=60, stale-while-revalidate=300\r\n"
+UP_TO_DATE = b"stream-up-to-date: true\r\n"
+CLOSED = b"stream-closed: true\r\n"
+TEXT = b"content-type: text/plain; charset=utf-8\r\n"
+
+
+def line(name: str, value: str | int) -> bytes:
+    return f"{name}: {value}\r\n".encode("latin-1", "replace")
+
+
+def next_offset(position: int) -> bytes:
+    return b"stream-next-offset: " + format_offset(position).encode() + b"\r\n"
+
+
+def content_type(s: Stream) -> bytes:
+    return line("content-type", s.config.content_type)
+
+
+def rfc3339(ts: float) -> str:
+    t = time.gmtime(ts)
+    ms = int(round((ts - int(ts)) * 1000)) % 1000
+    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{ms:03d}Z"
+
+
+def expiry(s: Stream) -> bytes:
+    out = b""
+    if s.config.ttl is not None:
+        out += line("stream-ttl", s.config.ttl)
+    if s.config.expires_at is not None:
+        out += line("stream-expires-at", rfc3339(s.config.expires_at))
+    return out

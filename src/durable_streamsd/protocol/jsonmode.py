@@ -1,0 +1,68 @@
+"""JSON mode framing (section 9.1).
+
+Each message is stored as its compact JSON text followed by ``,``; a read of
+[a, b) is then ``[`` + bytes[a:b-1] + ``]`` with no per-message work. A POST
+body that is an array is flattened one level; ``[]`` is an error on POST and
+an empty stream on PUT.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+from .errors import bad_request
+
+MAX_DEPTH = 256
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _loads(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    # orjson refuses integers beyond 64 bits, which are valid JSON; the
+    # standard library takes them (NaN and Infinity it must still refuse).
+    try:
+        text = body.decode("utf-8")
+        return json.loads(text, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise bad_request("body is not valid JSON") from None
+
+
+def _dumps(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def frame_messages(body: bytes, allow_empty: bool) -> tuple[bytes, list[int]]:
+    """Validate a JSON body and return (framed payload, message lengths)."""
+    value = _loads(body)
+    if isinstance(value, list):
+        if not value and not allow_empty:
+            raise bad_request("empty JSON array: nothing to append")
+        parts = [_dumps(v) + b"," for v in value]
+    else:
+        parts = [_dumps(value) + b","]
+    return b"".join(parts), [len(p) for p in parts]
+
+
+def wrap_array(views: list[memoryview]) -> list[bytes | memoryview]:
+    """A read body: the stored messages inside [ ], minus the last comma."""
+    if not views:
+        return [b"[]"]
+    last = views[-1]
+    body: list[bytes | memoryview] = [b"["]
+    body.extend(views[:-1])
+    if len(last) > 1:
+        body.append(last[:-1])
+    body.append(b"]")
+    return body

@@ -1,0 +1,35 @@
+"""Idempotent producer validation (section 5.2.1) as a pure function of the
+producer's stored state and the request's epoch and sequence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..engine import ProducerState
+
+ACCEPT = "accept"
+DUPLICATE = "duplicate"
+STALE_EPOCH = "stale_epoch"
+GAP = "gap"
+BAD_EPOCH_START = "bad_epoch_start"
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerDecision:
+    kind: str
+    # Current epoch (stale), expected seq (gap), highest accepted seq (duplicate).
+    value: int = 0
+
+
+def decide(state: ProducerState | None, epoch: int, seq: int) -> ProducerDecision:
+    if state is None:
+        return ProducerDecision(ACCEPT) if seq == 0 else ProducerDecision(GAP, 0)
+    if epoch < state.epoch:
+        return ProducerDecision(STALE_EPOCH, state.epoch)
+    if epoch > state.epoch:
+        return ProducerDecision(ACCEPT) if seq == 0 else ProducerDecision(BAD_EPOCH_START)
+    if seq <= state.last_seq:
+        return ProducerDecision(DUPLICATE, state.last_seq)
+    if seq == state.last_seq + 1:
+        return ProducerDecision(ACCEPT)
+    return ProducerDecision(GAP, state.last_seq + 1)

@@ -1,0 +1,78 @@
+"""GET: catch-up reads (section 5.6), and the entry to live modes.
+
+A read returns zero-copy views of the segment maps, at most one chunk
+(whole messages for JSON), with Stream-Up-To-Date only at the tail and
+Stream-Closed only when the tail of a closed stream is reached.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..engine import Stream
+from ..http import Request, Responder
+from . import longpoll, sse
+from .errors import bad_request
+from .chunks import chunk_response
+from .headers import CLOSED, NO_STORE, UP_TO_DATE, content_type, next_offset
+from .offsets import BEGINNING, NOW, parse_offset
+from .params import query_params, single
+
+if TYPE_CHECKING:
+    from .app import StreamsApp
+
+LIVE_MODES = ("long-poll", "sse")
+
+
+def handle(app: StreamsApp, req: Request, res: Responder) -> None:
+    params = query_params(req.query)
+    offset = single(params, "offset")
+    live = single(params, "live")
+    cursor = single(params, "cursor")
+    if live is not None and live not in LIVE_MODES:
+        raise bad_request("live must be long-poll or sse")
+    if live is not None and offset is None:
+        raise bad_request("live reads need an offset")
+    requested = parse_offset(offset) if offset is not None and offset not in (BEGINNING, NOW) else None
+    s = app.lookup(req.path)
+    if requested is not None:
+        if not app.engine.valid_position(s, requested):
+            raise bad_request("offset is not a position of this stream")
+        position = requested
+    elif offset == NOW:
+        position = s.tail
+    else:
+        position = s.start
+    app.engine.touch(s)
+    if live == "sse":
+        sse.start(app, s, res, position, cursor)
+    elif live == "long-poll":
+        longpoll.start(app, s, res, position, cursor)
+    elif offset == NOW:
+        tail_now(s, res)
+    else:
+        catch_up(app, s, req, res, position)
+
+
+def tail_now(s: Stream, res: Responder) -> None:
+    headers = content_type(s) + next_offset(s.tail) + UP_TO_DATE + NO_STORE + (CLOSED if s.closed else b"")
+    res.send(200, headers, b"[]" if s.is_json else b"")
+
+
+def catch_up(app: StreamsApp, s: Stream, req: Request, res: Responder, start: int) -> None:
+    headers, body, tag = chunk_response(app, s, start)
+    inm = req.headers.get("if-none-match")
+    if inm is not None and _matches(inm, tag):
+        res.send(304, headers)
+        return
+    res.send(200, headers, body)
+
+
+def _matches(header: str, tag: str) -> bool:
+    for candidate in header.split(","):
+        c = candidate.strip()
+        if c.startswith("W/"):
+            c = c[2:]
+        if c == tag or c == "*":
+            return True
+    return False
