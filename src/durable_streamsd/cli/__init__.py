@@ -1,0 +1,1 @@
+"""Command line: the daemon (serve, check) and a small client."""

@@ -1,0 +1,1 @@
+"""Wiring: configuration, startup and shutdown, signals, background tasks."""
