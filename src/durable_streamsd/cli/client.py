@@ -13,8 +13,14 @@ DEFAULT_SERVER = "http://127.0.0.1:4437"
 server_option = click.option("--server", envvar="DS_SERVER", default=DEFAULT_SERVER, show_default=True)
 
 
-def _request(server: str, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None,
-             timeout: float = 60.0) -> http.client.HTTPResponse:
+def _request(
+    server: str,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    timeout: float = 60.0,
+) -> http.client.HTTPResponse:
     u = urlsplit(server)
     conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port or 80, timeout=timeout)
     conn.request(method, path, body=body, headers=headers or {})

@@ -22,27 +22,141 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--data-dir", envvar=_env("DATA_DIR"), required=True, type=click.Path(file_okay=False), help="Where streams are stored.")
+@click.option(
+    "--data-dir",
+    envvar=_env("DATA_DIR"),
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Where streams are stored.",
+)
 @click.option("--host", envvar=_env("HOST"), default="127.0.0.1", show_default=True)
 @click.option("--port", envvar=_env("PORT"), default=4437, show_default=True, type=int)
-@click.option("--fsync", envvar=_env("FSYNC"), default="always", show_default=True, type=click.Choice(FSYNC_MODES),
-              help="always: acknowledge after the log is on disk; interval: sync on a timer; never: leave it to the OS.")
-@click.option("--fsync-interval", envvar=_env("FSYNC_INTERVAL"), default=0.05, show_default=True, type=float, help="Seconds between syncs with --fsync=interval.")
-@click.option("--long-poll-timeout", envvar=_env("LONG_POLL_TIMEOUT"), default=30.0, show_default=True, type=float, help="Seconds a long-poll waits before 204.")
-@click.option("--sse-reconnect-interval", envvar=_env("SSE_RECONNECT_INTERVAL"), default=60.0, show_default=True, type=float,
-              help="Seconds after which an SSE response is ended so clients reconnect (and CDNs can collapse).")
-@click.option("--max-append-bytes", envvar=_env("MAX_APPEND_BYTES"), default=64 * 1024 * 1024, show_default=True, type=int, help="Largest request body (413 above).")
-@click.option("--max-read-bytes", envvar=_env("MAX_READ_BYTES"), default=1024 * 1024, show_default=True, type=int, help="Largest chunk one read returns.")
-@click.option("--max-header-bytes", envvar=_env("MAX_HEADER_BYTES"), default=16 * 1024, show_default=True, type=int, help="Largest request head (431 above).")
-@click.option("--max-open-segments", envvar=_env("MAX_OPEN_SEGMENTS"), default=4096, show_default=True, type=int, help="Segment maps (and descriptors) kept open.")
-@click.option("--checkpoint-interval", envvar=_env("CHECKPOINT_INTERVAL"), default=30.0, show_default=True, type=float, help="Seconds between catalog checkpoints.")
-@click.option("--header-timeout", envvar=_env("HEADER_TIMEOUT"), default=10.0, show_default=True, type=float, help="Seconds allowed to send request headers.")
-@click.option("--body-timeout", envvar=_env("BODY_TIMEOUT"), default=30.0, show_default=True, type=float, help="Seconds a request body may stall.")
-@click.option("--idle-timeout", envvar=_env("IDLE_TIMEOUT"), default=75.0, show_default=True, type=float, help="Seconds an idle keep-alive connection stays open.")
-@click.option("--shutdown-grace", envvar=_env("SHUTDOWN_GRACE"), default=10.0, show_default=True, type=float, help="Seconds to finish requests on SIGTERM.")
-@click.option("--metrics-port", envvar=_env("METRICS_PORT"), default=0, show_default=True, type=int, help="Serve Prometheus metrics on this port (0: off).")
-@click.option("--log-level", envvar=_env("LOG_LEVEL"), default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
-@click.option("--log-format", envvar=_env("LOG_FORMAT"), default="auto", show_default=True, type=click.Choice(["auto", "console", "json"]))
+@click.option(
+    "--fsync",
+    envvar=_env("FSYNC"),
+    default="always",
+    show_default=True,
+    type=click.Choice(FSYNC_MODES),
+    help="always: acknowledge after the log is on disk; interval: sync on a timer; never: leave it to the OS.",
+)
+@click.option(
+    "--fsync-interval",
+    envvar=_env("FSYNC_INTERVAL"),
+    default=0.05,
+    show_default=True,
+    type=float,
+    help="Seconds between syncs with --fsync=interval.",
+)
+@click.option(
+    "--long-poll-timeout",
+    envvar=_env("LONG_POLL_TIMEOUT"),
+    default=30.0,
+    show_default=True,
+    type=float,
+    help="Seconds a long-poll waits before 204.",
+)
+@click.option(
+    "--sse-reconnect-interval",
+    envvar=_env("SSE_RECONNECT_INTERVAL"),
+    default=60.0,
+    show_default=True,
+    type=float,
+    help="Seconds after which an SSE response is ended so clients reconnect (and CDNs can collapse).",
+)
+@click.option(
+    "--max-append-bytes",
+    envvar=_env("MAX_APPEND_BYTES"),
+    default=64 * 1024 * 1024,
+    show_default=True,
+    type=int,
+    help="Largest request body (413 above).",
+)
+@click.option(
+    "--max-read-bytes",
+    envvar=_env("MAX_READ_BYTES"),
+    default=1024 * 1024,
+    show_default=True,
+    type=int,
+    help="Largest chunk one read returns.",
+)
+@click.option(
+    "--max-header-bytes",
+    envvar=_env("MAX_HEADER_BYTES"),
+    default=16 * 1024,
+    show_default=True,
+    type=int,
+    help="Largest request head (431 above).",
+)
+@click.option(
+    "--max-open-segments",
+    envvar=_env("MAX_OPEN_SEGMENTS"),
+    default=4096,
+    show_default=True,
+    type=int,
+    help="Segment maps (and descriptors) kept open.",
+)
+@click.option(
+    "--checkpoint-interval",
+    envvar=_env("CHECKPOINT_INTERVAL"),
+    default=30.0,
+    show_default=True,
+    type=float,
+    help="Seconds between catalog checkpoints.",
+)
+@click.option(
+    "--header-timeout",
+    envvar=_env("HEADER_TIMEOUT"),
+    default=10.0,
+    show_default=True,
+    type=float,
+    help="Seconds allowed to send request headers.",
+)
+@click.option(
+    "--body-timeout",
+    envvar=_env("BODY_TIMEOUT"),
+    default=30.0,
+    show_default=True,
+    type=float,
+    help="Seconds a request body may stall.",
+)
+@click.option(
+    "--idle-timeout",
+    envvar=_env("IDLE_TIMEOUT"),
+    default=75.0,
+    show_default=True,
+    type=float,
+    help="Seconds an idle keep-alive connection stays open.",
+)
+@click.option(
+    "--shutdown-grace",
+    envvar=_env("SHUTDOWN_GRACE"),
+    default=10.0,
+    show_default=True,
+    type=float,
+    help="Seconds to finish requests on SIGTERM.",
+)
+@click.option(
+    "--metrics-port",
+    envvar=_env("METRICS_PORT"),
+    default=0,
+    show_default=True,
+    type=int,
+    help="Serve Prometheus metrics on this port (0: off).",
+)
+@click.option(
+    "--log-level",
+    envvar=_env("LOG_LEVEL"),
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+@click.option(
+    "--log-format",
+    envvar=_env("LOG_FORMAT"),
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "console", "json"]),
+)
 def serve(**options: object) -> None:
     """Run the server."""
     from ..server.config import Config

@@ -98,8 +98,8 @@ def write_catalog(data_dir: str, data: bytes) -> None:
 def producer_from(raw: object) -> Producer | None:
     if not raw:
         return None
-    pid, epoch, seq = raw  # type: ignore[misc]
-    return Producer(str(pid), int(epoch), int(seq))
+    assert isinstance(raw, list) and len(raw) == 3
+    return Producer(str(raw[0]), int(raw[1]), int(raw[2]))
 
 
 def flush_index(directory: str, first_unit: int, entries: bytes) -> None:

@@ -43,6 +43,8 @@ class Committer:
         self._in_flight = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
+        # The sync primitive; fault-injection tests swap in one that fails.
+        self.sync: Callable[[int], None] = os.fdatasync
 
     def start(self, loop: asyncio.AbstractEventLoop, fd: int, lsn: int) -> None:
         self._loop = loop
@@ -97,7 +99,7 @@ class Committer:
         n_old = len(self._old_fds)
         self._old_fds = []
         self._in_flight = True
-        fut = self._loop.run_in_executor(self.executor, _sync_fds, fds, n_old)
+        fut = self._loop.run_in_executor(self.executor, _sync_fds, self.sync, fds, n_old)
         fut.add_done_callback(lambda f: self._synced(target, f))
 
     def _synced(self, target: int, fut: asyncio.Future[None]) -> None:
@@ -141,8 +143,8 @@ class Committer:
                 await asyncio.sleep(0.001)
 
 
-def _sync_fds(fds: list[int], n_old: int) -> None:
+def _sync_fds(sync: Callable[[int], None], fds: list[int], n_old: int) -> None:
     for i, fd in enumerate(fds):
-        os.fdatasync(fd)
+        sync(fd)
         if i < n_old:
             os.close(fd)

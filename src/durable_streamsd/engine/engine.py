@@ -73,7 +73,9 @@ def _noop(_: BaseException | None) -> None:
 
 
 class Engine:
-    def __init__(self, data_dir: str, options: EngineOptions | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, data_dir: str, options: EngineOptions | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
         self.options = options or EngineOptions()
         self.data_dir = os.path.abspath(data_dir)
         self.streams_dir = os.path.join(self.data_dir, "streams")
@@ -371,7 +373,9 @@ class Engine:
         except OSError as exc:
             if _disk_full(exc):
                 raise StorageFullError(str(exc)) from exc
-            raise
+            # Any other write error means the log cannot be trusted.
+            self.committer.fail(exc)
+            raise StorageFailedError(f"log write failed: {exc}") from exc
         self.lsn = lsn
         return lsn
 
@@ -462,20 +466,19 @@ class Engine:
             self._apply_append(s, c.append)
         elif rtype == rec.APPEND:
             a = rec.decode_append(body)
-            s = self.by_id.get(a.stream_id)
-            if s is None:
+            target = self.by_id.get(a.stream_id)
+            if target is None:
                 raise CorruptLogError(f"append to unknown stream id {a.stream_id}")
-            if a.position + len(a.payload) <= s.pending_tail and a.payload:
+            if a.position + len(a.payload) <= target.pending_tail and a.payload:
                 return
-            if a.position != s.pending_tail:
-                raise CorruptLogError(f"stream {s.path!r}: append at {a.position}, tail is {s.pending_tail}")
-            self._apply_append(s, a)
+            if a.position != target.pending_tail:
+                raise CorruptLogError(f"stream {target.path!r}: append at {a.position}, tail is {target.pending_tail}")
+            self._apply_append(target, a)
         elif rtype == rec.DELETE:
-            stream_id = rec.decode_delete(body)
-            s = self.by_id.get(stream_id)
-            if s is not None:
-                self._apply_delete(s)
-                shutil.rmtree(s.store.directory, ignore_errors=True)
+            doomed = self.by_id.get(rec.decode_delete(body))
+            if doomed is not None:
+                self._apply_delete(doomed)
+                shutil.rmtree(doomed.store.directory, ignore_errors=True)
         else:
             raise CorruptLogError(f"unknown record type {rtype}")
 
@@ -485,7 +488,9 @@ class Engine:
             return
         raw = ckpt.read_index(s.store.directory, s.index_units)
         if len(raw) < s.index_units * INDEX_ENTRY.size:
-            raise CorruptDataError(f"{s.store.directory}/index: shorter than the {s.index_units} entries the catalog counts")
+            raise CorruptDataError(
+                f"{s.store.directory}/index: shorter than the {s.index_units} entries the catalog counts"
+            )
         pos, n, crc = INDEX_ENTRY.unpack_from(raw, len(raw) - INDEX_ENTRY.size)
         try:
             data = s.store.read_bytes(pos, pos + n)

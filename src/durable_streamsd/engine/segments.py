@@ -85,15 +85,14 @@ class SegmentCache:
         try:
             fd = os.open(path, flags, 0o644)
         except FileNotFoundError:
-            if create:
-                raise
-            return None
+            if not create:
+                return None
+            # Recovery can replay into a stream whose directory a later
+            # delete already removed.
+            os.makedirs(directory, exist_ok=True)
+            fd = os.open(path, flags, 0o644)
         try:
             if os.fstat(fd).st_size < capacity:
-                if not create:
-                    # A segment shorter than its capacity is only possible after
-                    # outside damage; extend it so the mapping stays valid.
-                    pass
                 os.posix_fallocate(fd, 0, capacity)
             # mmap dups the descriptor, so ours can be closed right away.
             return mmap.mmap(fd, capacity, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)

@@ -48,7 +48,9 @@ class StreamsApp:
         route = self._routes.get(req.method)
         try:
             if route is None:
-                raise ProtocolError(405, f"method {req.method} not allowed", b"allow: " + ALLOWED_METHODS.encode() + b"\r\n")
+                raise ProtocolError(
+                    405, f"method {req.method} not allowed", b"allow: " + ALLOWED_METHODS.encode() + b"\r\n"
+                )
             if req.method != "OPTIONS" and RESERVED_SEGMENT in req.path.split("/"):
                 raise ProtocolError(404, "reserved path: control APIs under __ds are not available")
             route(self, req, res)

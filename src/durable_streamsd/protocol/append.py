@@ -88,10 +88,15 @@ def handle(app: StreamsApp, req: Request, res: Responder) -> None:
 
 def _answer_closed(app: StreamsApp, res: Responder, s: Stream, producer: Producer | None, close_only: bool) -> None:
     by = s.closed_by
-    retry_of_close = producer is not None and by is not None and (by.id, by.epoch, by.seq) == (
-        producer.id,
-        producer.epoch,
-        producer.seq,
+    retry_of_close = (
+        producer is not None
+        and by is not None
+        and (by.id, by.epoch, by.seq)
+        == (
+            producer.id,
+            producer.epoch,
+            producer.seq,
+        )
     )
     if producer is not None and not retry_of_close:
         state = s.producers.get(producer.id)

@@ -44,7 +44,9 @@ def handle(app: StreamsApp, req: Request, res: Responder) -> None:
             raise ProtocolError(409, "a stream with a different configuration exists at this path")
         app.after_commit(
             res,
-            lambda: res.send(200, content_type(existing) + next_offset(existing.tail) + (CLOSED if existing.closed else b"")),
+            lambda: res.send(
+                200, content_type(existing) + next_offset(existing.tail) + (CLOSED if existing.closed else b"")
+            ),
         )
         return
 

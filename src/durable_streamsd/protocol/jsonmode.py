@@ -9,6 +9,7 @@ an empty stream on PUT.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
@@ -22,13 +23,19 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# orjson turns integers beyond 64 bits into floats, silently changing the
+# message; bodies with such long digit runs take the exact (slower) path.
+_LONG_DIGITS = re.compile(rb"\d{19,}")
+
+
 def _loads(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        pass
-    # orjson refuses integers beyond 64 bits, which are valid JSON; the
-    # standard library takes them (NaN and Infinity it must still refuse).
+    if not _LONG_DIGITS.search(body):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise bad_request("body is not valid JSON") from None
+    # The standard library keeps big integers exact (NaN and Infinity it
+    # must still refuse).
     try:
         text = body.decode("utf-8")
         return json.loads(text, parse_constant=_reject_constant)

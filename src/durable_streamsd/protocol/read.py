@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 from ..engine import Stream
 from ..http import Request, Responder
 from . import longpoll, sse
-from .errors import bad_request
 from .chunks import chunk_response
+from .errors import bad_request
 from .headers import CLOSED, NO_STORE, UP_TO_DATE, content_type, next_offset
 from .offsets import BEGINNING, NOW, parse_offset
 from .params import query_params, single

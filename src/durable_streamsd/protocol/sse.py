@@ -21,8 +21,7 @@ import orjson
 
 from ..engine import Stream
 from ..http import Responder
-from ..http.response import chunk
-
+from ..http.response import Buffer, chunk
 from .cursor import next_cursor
 from .offsets import format_offset
 
@@ -109,7 +108,7 @@ class SseSession:
             return
         self._park()
 
-    def _control_frame(self) -> list[bytes | memoryview]:
+    def _control_frame(self) -> list[Buffer]:
         return chunk(control_event(self.stream, self.position, next_cursor(self.cursor)))
 
 
@@ -126,7 +125,7 @@ def control_event(s: Stream, position: int, cursor: str) -> bytes:
     return b"event: control\ndata:" + orjson.dumps(doc) + b"\n\n"
 
 
-def encode_chunk(app: StreamsApp, s: Stream, start: int, encoding: str) -> tuple[list[bytes | memoryview], int]:
+def encode_chunk(app: StreamsApp, s: Stream, start: int, encoding: str) -> tuple[list[Buffer], int]:
     """One data event for the next chunk from start, chunk-framed."""
     limit = app.config.max_read_bytes
     views, end = app.engine.read(s, start, limit)
@@ -200,7 +199,7 @@ def wake(app: StreamsApp, s: Stream, position: int, sessions: list[SseSession]) 
                 sess.res.write_framed(sess._control_frame())
                 sess.end()
         return
-    shared: dict[str, tuple[list[bytes | memoryview], int]] = {}
+    shared: dict[str, tuple[list[Buffer], int]] = {}
     for sess in sessions:
         if sess.ended:
             continue

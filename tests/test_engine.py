@@ -1,0 +1,348 @@
+"""The engine on its own: no sockets, a real data directory.
+
+Property tests (hypothesis) cover the invariants everything else leans on:
+offsets sort like positions, JSON framing round-trips, a read from any
+offset returns exactly the bytes after it, and recovery (after a clean stop
+or an abandoned process) rebuilds the same state, twice over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from durable_streamsd.engine import Engine, EngineOptions, Producer, StorageFailedError, Stream, StreamConfig
+from durable_streamsd.engine.segments import MAX_SEGMENT, MIN_SEGMENT, segment_of
+from durable_streamsd.protocol.jsonmode import frame_messages, wrap_array
+from durable_streamsd.protocol.offsets import format_offset, parse_offset
+
+PROPS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+class Harness:
+    """Runs an engine on a private event loop, one awaited operation at a time."""
+
+    def __init__(self, data_dir: Path, fsync: str = "always") -> None:
+        self.loop = asyncio.new_event_loop()
+        self.engine = Engine(str(data_dir), EngineOptions(fsync=fsync))
+        self.report = self.engine.open()
+        self.engine.start(self.loop)
+
+    def wait(self, start: Callable[[Callable[[BaseException | None], None]], Any]) -> Any:
+        fut: asyncio.Future[BaseException | None] = self.loop.create_future()
+        result = start(lambda exc: fut.set_result(exc))
+        exc = self.loop.run_until_complete(fut)
+        if exc is not None:
+            raise exc
+        return result
+
+    def create(self, path: str, ctype: str = "application/octet-stream", body: bytes = b"") -> Stream:
+        lengths = [len(body)] if body else []
+        return self.wait(lambda done: self.engine.create(path, StreamConfig(ctype), False, body, lengths, done))
+
+    def append(self, s: Stream, data: bytes, **kw: Any) -> int:
+        return self.wait(lambda done: self.engine.append(s, data, [len(data)] if data else [], done=done, **kw))
+
+    def read_all(self, s: Stream, limit: int = 1 << 20) -> bytes:
+        out = bytearray()
+        pos = s.start
+        while pos < s.tail:
+            views, pos = self.engine.read(s, pos, limit)
+            for v in views:
+                out += v
+        return bytes(out)
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.engine.close())
+        self.loop.close()
+
+    def abandon(self) -> None:
+        """Leave without a checkpoint, as a crash after the last sync would."""
+        if self.engine.wal is not None:
+            self.engine.wal.close()
+        self.engine.executor.shutdown(wait=True)
+        self.loop.close()
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    h = Harness(tmp_path / "data")
+    yield h
+    if not h.loop.is_closed():
+        h.close()
+
+
+# --------------------------------------------------------------- offsets
+
+
+@given(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))
+def test_offsets_sort_like_positions(a: int, b: int) -> None:
+    ta, tb = format_offset(a), format_offset(b)
+    assert (ta < tb) == (a < b) and (ta == tb) == (a == b)
+    assert parse_offset(ta) == a
+    assert ta not in ("-1", "now") and not set(ta) & set(",&=?/")
+
+
+@given(st.integers(0, 2**40))
+def test_segments_tile_the_byte_space(position: int) -> None:
+    base, cap = segment_of(position)
+    assert base <= position < base + cap
+    assert MIN_SEGMENT <= cap <= MAX_SEGMENT
+    if base > 0:
+        prev_base, prev_cap = segment_of(base - 1)
+        assert prev_base + prev_cap == base
+
+
+# ------------------------------------------------------------ JSON framing
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(json_values)
+def test_json_framing_round_trips(value: Any) -> None:
+    body = orjson.dumps(value)
+    if value == []:
+        payload, lengths = frame_messages(body, allow_empty=True)
+        assert payload == b"" and lengths == []
+        return
+    payload, lengths = frame_messages(body, allow_empty=False)
+    expected = value if isinstance(value, list) else [value]
+    assert sum(lengths) == len(payload) and len(lengths) == len(expected)
+    assert orjson.loads(b"".join(wrap_array([memoryview(payload)]))) == expected
+    # Any run of whole messages is itself a valid array of those messages.
+    start = 0
+    for i, n in enumerate(lengths):
+        one = b"".join(wrap_array([memoryview(payload)[start : start + n]]))
+        assert orjson.loads(one) == [expected[i]]
+        start += n
+
+
+def test_json_rejects_what_is_not_json() -> None:
+    from durable_streamsd.protocol.errors import ProtocolError
+
+    for bad in (b"{", b"NaN", b"[1,]", b"\xff\xfe", b"'x'", b"[]"):
+        with pytest.raises(ProtocolError):
+            frame_messages(bad, allow_empty=False)
+    assert frame_messages(b"123456789012345678901234567890", allow_empty=False)[0] == b"123456789012345678901234567890,"
+
+
+# ------------------------------------------------------------------ reads
+
+chunks = st.lists(st.binary(min_size=1, max_size=3000), min_size=1, max_size=25)
+
+
+@PROPS
+@given(data=chunks, limit=st.integers(1, 5000), pick=st.integers(0, 10**6))
+def test_read_from_any_offset_returns_exactly_the_bytes_after_it(
+    tmp_path_factory: pytest.TempPathFactory, data: list[bytes], limit: int, pick: int
+) -> None:
+    h = Harness(tmp_path_factory.mktemp("reads"))
+    try:
+        s = h.create("/r")
+        offsets = [0]
+        for d in data:
+            offsets.append(h.append(s, d))
+        whole = b"".join(data)
+        assert s.tail == len(whole)
+        start = offsets[pick % len(offsets)]
+        pos, got = start, bytearray()
+        while pos < s.tail:
+            views, end = h.engine.read(s, pos, limit)
+            assert pos < end <= pos + limit
+            for v in views:
+                got += v
+            pos = end
+        assert bytes(got) == whole[start:]
+    finally:
+        h.close()
+
+
+@PROPS
+@given(messages=st.lists(json_values, min_size=1, max_size=20), limit=st.integers(1, 400))
+def test_json_reads_return_whole_messages(
+    tmp_path_factory: pytest.TempPathFactory, messages: list[Any], limit: int
+) -> None:
+    h = Harness(tmp_path_factory.mktemp("json"))
+    try:
+        s = h.create("/j", "application/json")
+        for m in messages:
+            payload, lengths = frame_messages(orjson.dumps([m]), allow_empty=False)
+            h.wait(lambda done, p=payload, n=lengths: h.engine.append(s, p, n, done=done))
+        got: list[Any] = []
+        pos = 0
+        while pos < s.tail:
+            views, pos = h.engine.read(s, pos, limit)
+            got.extend(orjson.loads(b"".join(wrap_array(views))))
+            assert h.engine.valid_position(s, pos)
+        assert got == messages
+    finally:
+        h.close()
+
+
+def test_readers_never_see_uncommitted_bytes(harness: Harness) -> None:
+    """The visible tail moves at commit, not when the record is written."""
+    s = harness.create("/v")
+    seen: list[int] = []
+    harness.engine.append(s, b"abc", [3], done=lambda exc: seen.append(s.tail))
+    assert s.tail == 0 and s.pending_tail == 3
+    assert harness.engine.read(s, 0, 100) == ([], 0)
+    harness.loop.run_until_complete(asyncio.sleep(0.05))
+    assert seen == [3] and harness.read_all(s) == b"abc"
+
+
+def test_group_commit_shares_syncs(harness: Harness) -> None:
+    streams = [harness.create(f"/g{i}") for i in range(20)]
+    before = harness.engine.committer.syncs
+    fut: asyncio.Future[None] = harness.loop.create_future()
+    pending = [0]
+
+    def done(exc: BaseException | None) -> None:
+        pending[0] -= 1
+        if pending[0] == 0:
+            fut.set_result(None)
+
+    for _ in range(10):
+        for s in streams:
+            pending[0] += 1
+            harness.engine.append(s, b"x" * 100, [100], done=done)
+    harness.loop.run_until_complete(fut)
+    syncs = harness.engine.committer.syncs - before
+    assert syncs < 200 / 4, f"{syncs} syncs for 200 appends"
+
+
+# --------------------------------------------------------------- recovery
+
+
+def snapshot(e: Engine) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for path, s in sorted(e.by_path.items()):
+        data = bytearray()
+        pos = s.start
+        while pos < s.tail:
+            views, pos = e.read(s, pos, 1 << 20)
+            for v in views:
+                data += v
+        out[path] = (
+            s.config.content_type,
+            s.tail,
+            s.closed,
+            bytes(data),
+            {k: (v.epoch, v.last_seq) for k, v in s.producers.items()},
+            s.last_seq,
+        )
+    return out
+
+
+ops = st.lists(
+    st.tuples(
+        st.sampled_from(["append", "append", "append", "create", "close", "delete", "producer"]),
+        st.integers(0, 4),
+        st.binary(min_size=1, max_size=200),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@PROPS
+@given(script=ops, clean=st.booleans())
+def test_recovery_rebuilds_the_same_state_twice(
+    tmp_path_factory: pytest.TempPathFactory, script: list[tuple[str, int, bytes]], clean: bool
+) -> None:
+    data_dir = tmp_path_factory.mktemp("recover")
+    h = Harness(data_dir)
+    seqs: dict[int, int] = {}
+    for op, n, payload in script:
+        path = f"/p{n}"
+        s = h.engine.get(path)
+        if op == "create" or s is None:
+            if s is None:
+                h.create(path, body=payload)
+            continue
+        if s.closing:
+            continue
+        if op == "append":
+            h.append(s, payload, seq=b"%08d" % len(seqs))
+        elif op == "producer":
+            seq = seqs.get(n, -1) + 1
+            seqs[n] = seq
+            h.append(s, payload, producer=Producer(f"w{n}", 0, seq))
+        elif op == "close":
+            h.wait(lambda done, s=s: h.engine.append(s, b"", [], close=True, done=done))
+        elif op == "delete":
+            h.wait(lambda done, s=s: h.engine.delete(s, done))
+            seqs.pop(n, None)
+    before = snapshot(h.engine)
+    if clean:
+        h.close()
+    else:
+        h.abandon()
+    again = Harness(data_dir)
+    assert snapshot(again.engine) == before
+    again.abandon()
+    third = Harness(data_dir)
+    assert snapshot(third.engine) == before
+    third.close()
+
+
+def test_torn_log_tail_is_truncated(tmp_path: Path) -> None:
+    h = Harness(tmp_path / "d")
+    s = h.create("/t", body=b"kept")
+    h.append(s, b"-also-kept")
+    h.abandon()
+    wal = sorted((tmp_path / "d" / "wal").iterdir())[-1]
+    size = wal.stat().st_size
+    with open(wal, "ab") as f:
+        f.write(b"\x40\x00\x00\x00garbage-that-is-not-a-record")
+    h2 = Harness(tmp_path / "d")
+    assert h2.report.torn_bytes > 0
+    assert h2.read_all(h2.engine.by_path["/t"]) == b"kept-also-kept"
+    assert not wal.exists() or wal.stat().st_size == size
+    h2.close()
+
+
+def test_corrupt_record_mid_log_refuses_to_start(tmp_path: Path) -> None:
+    from durable_streamsd.engine import CorruptLogError
+
+    h = Harness(tmp_path / "d")
+    s = h.create("/c", body=b"first")
+    for i in range(5):
+        h.append(s, b"record-%d" % i)
+    h.abandon()
+    wal = sorted((tmp_path / "d" / "wal").iterdir())[-1]
+    raw = bytearray(wal.read_bytes())
+    raw[30] ^= 0xFF  # inside the first record, with valid ones after it
+    wal.write_bytes(bytes(raw))
+    with pytest.raises(CorruptLogError, match=wal.name):
+        Harness(tmp_path / "d")
+
+
+def test_failed_sync_fails_the_append_and_blocks_writes(harness: Harness) -> None:
+    """A sync error must not be reported as success (the fsyncgate lesson)."""
+    s = harness.create("/f")
+
+    def failing_sync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    harness.engine.committer.sync = failing_sync
+    with pytest.raises(StorageFailedError):
+        harness.append(s, b"lost")
+    with pytest.raises(StorageFailedError):
+        harness.append(s, b"refused")
+    assert s.tail == 0
+    harness.abandon()
