@@ -13,7 +13,7 @@ import asyncio
 import logging
 import socket
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
@@ -46,6 +46,8 @@ class ServerState:
     connections: set[HttpConnection] = field(default_factory=set)
     accepting: bool = True
     requests: int = 0
+    # Called with (responder, seconds) when a response ends; None: no access log.
+    access_log: Callable[[Responder, float], None] | None = None
 
 
 _IDLE, _HEADERS, _BODY, _BUSY = range(4)
@@ -73,6 +75,7 @@ class HttpConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._phase = _IDLE
         self._loop = asyncio.get_running_loop()
+        self._started = 0.0
 
     # ------------------------------------------------------------ transport
 
@@ -232,19 +235,26 @@ class HttpConnection(asyncio.Protocol):
         self._cancel_timer()
         self._phase = _BUSY
         keep_alive = item.headers.get("connection", "").lower() != "close" and self.state.accepting
-        responder = Responder(self, item.method == "HEAD", keep_alive)
+        responder = Responder(self, item, keep_alive)
         self._active = responder
+        self._started = self._loop.time()
         self.state.requests += 1
         try:
             self.state.handler(item, responder)
         except Exception:
-            log.exception("unhandled error for %s %s", item.method, item.path)
+            request_id = f"{id(self):x}-{self.state.requests}"
+            log.exception("unhandled error for %s %s (request id %s)", item.method, item.path, request_id)
             if not responder.done:
                 if responder.streaming:
                     self.close()
                 else:
                     responder.keep_alive = False
-                    responder.send(500, b"content-type: text/plain\r\n", b"internal server error\n")
+                    body = f"internal server error (request id {request_id})\n".encode()
+                    responder.send(500, b"content-type: text/plain\r\n", body)
+
+    def log_response(self, responder: Responder) -> None:
+        if self.state.access_log is not None:
+            self.state.access_log(responder, self._loop.time() - self._started)
 
     def response_done(self, responder: Responder) -> None:
         if responder is not self._active:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .connection import HttpConnection
+    from .request import Request
 
 Buffer = bytes | bytearray | memoryview
 
@@ -41,10 +42,13 @@ def chunk(data: Buffer) -> list[Buffer]:
 class Responder:
     """Writes exactly one response for one request, in pipeline order."""
 
-    __slots__ = ("_conn", "head_only", "keep_alive", "done", "streaming", "_on_close")
+    __slots__ = ("_conn", "head_only", "keep_alive", "done", "streaming", "_on_close", "request", "status")
 
-    def __init__(self, conn: HttpConnection, head_only: bool, keep_alive: bool) -> None:
+    def __init__(self, conn: HttpConnection, request: Request, keep_alive: bool) -> None:
         self._conn = conn
+        self.request = request
+        self.status = 0
+        head_only = request.method == "HEAD"
         self.head_only = head_only
         self.keep_alive = keep_alive
         self.done = False
@@ -57,6 +61,7 @@ class Responder:
         if self.done or self.streaming:
             return
         conn = self._conn
+        self.status = status
         if isinstance(body, (bytes, bytearray, memoryview)):
             parts: Sequence[Buffer] = (body,) if body else ()
             length = len(body)
@@ -93,6 +98,7 @@ class Responder:
         if self.done or self.streaming:
             return
         conn = self._conn
+        self.status = status
         self.streaming = True
         if conn.transport is not None and not conn.transport.is_closing():
             conn.transport.write(
@@ -154,11 +160,14 @@ class Responder:
 
     def _connection_lost(self) -> None:
         cb, self._on_close = self._on_close, None
-        self.done = True
+        if not self.done:
+            self.done = True
+            self._conn.log_response(self)
         if cb is not None:
             cb()
 
     def _finish(self) -> None:
         self.done = True
+        self._conn.log_response(self)
         self._on_close = None
         self._conn.response_done(self)

@@ -14,7 +14,7 @@ import uvloop
 from prometheus_client import CollectorRegistry
 
 from ..engine import Engine, EngineOptions
-from ..http import HttpLimits
+from ..http import HttpLimits, Responder
 from ..http.connection import ServerState, close_idle, serve
 from ..observe import metrics
 from ..observe.logging import configure
@@ -87,6 +87,8 @@ async def serve_forever(config: Config, ready: asyncio.Event | None = None) -> N
         ),
         common_headers=COMMON,
     )
+    if config.log_level == "debug":
+        state.access_log = _access_log
     state.dates.start(loop)
     server = await serve(state, config.host, config.port)
     if config.metrics_port:
@@ -141,6 +143,12 @@ async def serve_forever(config: Config, ready: asyncio.Event | None = None) -> N
     await engine.close()
     state.dates.stop()
     log.info("stopped", seconds=round(time.monotonic() - t0, 3), pid=os.getpid())
+
+
+def _access_log(res: Responder, seconds: float) -> None:
+    req = res.request
+    ms = round(seconds * 1000, 2)
+    log.debug("request", method=req.method, path=req.path, query=req.query, status=res.status, ms=ms)
 
 
 async def _maintain(engine: Engine) -> None:
