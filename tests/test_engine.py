@@ -31,7 +31,8 @@ class Harness:
 
     def __init__(self, data_dir: Path, fsync: str = "always") -> None:
         self.loop = asyncio.new_event_loop()
-        self.engine = Engine(str(data_dir), EngineOptions(fsync=fsync))
+        # Small preallocated log files keep the many property examples quick.
+        self.engine = Engine(str(data_dir), EngineOptions(fsync=fsync, wal_file_bytes=256 * 1024))
         self.report = self.engine.open()
         self.engine.start(self.loop)
 
@@ -68,6 +69,8 @@ class Harness:
         if self.engine.wal is not None:
             self.engine.wal.close()
         self.engine.executor.shutdown(wait=True)
+        if self.engine.spares is not None:
+            self.engine.spares.join()
         self.loop.close()
 
 
@@ -305,7 +308,7 @@ def test_torn_log_tail_is_truncated(tmp_path: Path) -> None:
     s = h.create("/t", body=b"kept")
     h.append(s, b"-also-kept")
     h.abandon()
-    wal = sorted((tmp_path / "d" / "wal").iterdir())[-1]
+    wal = sorted((tmp_path / "d" / "wal").glob("*.wal"))[-1]
     size = wal.stat().st_size
     with open(wal, "ab") as f:
         f.write(b"\x40\x00\x00\x00garbage-that-is-not-a-record")
@@ -324,7 +327,7 @@ def test_corrupt_record_mid_log_refuses_to_start(tmp_path: Path) -> None:
     for i in range(5):
         h.append(s, b"record-%d" % i)
     h.abandon()
-    wal = sorted((tmp_path / "d" / "wal").iterdir())[-1]
+    wal = sorted((tmp_path / "d" / "wal").glob("*.wal"))[-1]
     raw = bytearray(wal.read_bytes())
     raw[30] ^= 0xFF  # inside the first record, with valid ones after it
     wal.write_bytes(bytes(raw))

@@ -27,7 +27,7 @@ from .committer import Committer, Done, StorageFailedError
 from .records import AppendBody, CreateBody, Producer
 from .segments import SegmentCache, SegmentStore
 from .stream import INDEX_ENTRY, ProducerState, Stream, StreamConfig
-from .wal import CorruptLogError, ScanResult, WalWriter, list_wal_files, scan
+from .wal import CorruptLogError, ScanResult, Spares, WalWriter, list_wal_files, scan
 
 WakeListener = Callable[[Stream, list[tuple[int, list[object]]]], None]
 
@@ -57,6 +57,8 @@ class EngineOptions:
     max_open_segments: int = 4096
     checkpoint_interval: float = 30.0
     checkpoint_wal_bytes: int = 64 * 1024 * 1024
+    # Size of each preallocated log file (0: grow files instead).
+    wal_file_bytes: int = 16 * 1024 * 1024
 
 
 @dataclass
@@ -89,6 +91,7 @@ class Engine:
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="ds-disk")
         self.committer = Committer(self.options.fsync, self.options.fsync_interval, self.executor)
         self.wal: WalWriter | None = None
+        self.spares: Spares | None = None
         self.wake_listener: WakeListener | None = None
         self._deadlines: list[tuple[float, int]] = []
         self._dirty_streams: set[Stream] = set()
@@ -131,7 +134,10 @@ class Engine:
             s.closed = s.closing
             self._verify_tail(s)
             self._schedule_deadline(s)
-        self.wal = WalWriter(self.wal_dir, self.lsn + 1)
+        self.spares = Spares(self.wal_dir, self.options.wal_file_bytes)
+        if self.options.wal_file_bytes > 0:
+            self.spares.make_now()
+        self.wal = WalWriter(self.wal_dir, self.lsn + 1, self.spares.take())
         job = self._prepare_checkpoint(rotate=False)
         job.old_wal = [p for _, p in files if p != self.wal.path]
         _run_checkpoint(self.data_dir, job)
@@ -153,6 +159,8 @@ class Engine:
             self.wal.close()
             self.wal = None
         self.executor.shutdown(wait=True)
+        if self.spares is not None:
+            self.spares.join()
         self.cache.clear()
 
     # ---------------------------------------------------------------- lookups
@@ -320,13 +328,12 @@ class Engine:
 
     def _prepare_checkpoint(self, rotate: bool) -> _CheckpointJob:
         assert self.wal is not None
-        old_path = self.wal.path
         lsn = self.lsn
+        old_wal: list[str] = []
         if rotate:
-            new = WalWriter(self.wal_dir, lsn + 1)
-            self.committer.rotate(new.fd)
-            self.wal = new
-        job = _CheckpointJob(lsn=lsn, catalog=b"", old_wal=[old_path] if rotate else [])
+            self._rotate_wal()
+            old_wal = [p for _, p in list_wal_files(self.wal_dir) if p != self.wal.path]
+        job = _CheckpointJob(lsn=lsn, catalog=b"", old_wal=old_wal)
         if self._retry is not None:
             job.segments.extend(self._retry.segments)
             job.index.extend(self._retry.index)
@@ -365,11 +372,21 @@ class Engine:
                 raise StorageFullError(str(exc)) from exc
             raise
 
+    def _rotate_wal(self) -> None:
+        """Continue the log in a new file (a preallocated spare if ready)."""
+        assert self.spares is not None
+        new = WalWriter(self.wal_dir, self.lsn + 1, self.spares.take())
+        self.committer.rotate(new.fd)
+        self.wal = new
+
     def _log(self, rtype: int, body: bytes) -> int:
         assert self.wal is not None
         lsn = self.lsn + 1
+        data = rec.frame(lsn, rtype, body)
+        if not self.wal.fits(len(data)):
+            self._rotate_wal()
         try:
-            self.wal.write(rec.frame(lsn, rtype, body))
+            self.wal.write(data)
         except OSError as exc:
             if _disk_full(exc):
                 raise StorageFullError(str(exc)) from exc

@@ -122,7 +122,6 @@ class SegmentStore:
         """
         if length <= 0:
             return
-        os.makedirs(self.directory, exist_ok=True)
         rel = position - self.origin
         end = rel + length
         while rel < end:

@@ -7,6 +7,7 @@ import contextlib
 import os
 import resource
 import signal
+import sys
 import time
 
 import structlog
@@ -37,8 +38,15 @@ def raise_fd_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+# The disk thread's fdatasync returns needing the GIL; with the default 5 ms
+# switch interval a busy loop holds it that long, which capped group commit
+# at ~200 syncs/s. 0.5 ms measured ~3x more appends/s at 32 connections.
+GIL_SWITCH_INTERVAL = 0.0005
+
+
 def run(config: Config) -> None:
     configure(config.log_level, config.log_format)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     uvloop.run(serve_forever(config))
 
 
