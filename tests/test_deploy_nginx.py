@@ -549,15 +549,6 @@ def test_sharded_routes_each_path_to_one_daemon(tmp_path: Path) -> None:
             d.server.kill()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "daemon: offsets restart at the same tokens when a path is deleted and created again "
-        "(the reserved first field of the token is always zero), so a chunk cached for the old "
-        "stream answers a reader of the new one (PROTOCOL.md section 8: offsets are unique and "
-        "persistent; section 10.1: chunks are cacheable by URL)"
-    ),
-)
 def test_recreated_stream_is_not_served_from_the_old_cache(proxy: Client, origin: Origin) -> None:
     """A reader of a new stream, following the daemon's own offsets, must get
     the new stream's bytes, not a cached chunk of a deleted one at that path."""

@@ -87,9 +87,10 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
 
 @given(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))
 def test_offsets_sort_like_positions(a: int, b: int) -> None:
-    ta, tb = format_offset(a), format_offset(b)
+    ta, tb = format_offset(7, a), format_offset(7, b)
     assert (ta < tb) == (a < b) and (ta == tb) == (a == b)
-    assert parse_offset(ta) == a
+    assert parse_offset(ta) == (7, a)
+    assert format_offset(8, a) != ta
     assert ta not in ("-1", "now") and not set(ta) & set(",&=?/")
 
 

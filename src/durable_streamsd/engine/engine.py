@@ -68,6 +68,7 @@ class _CheckpointJob:
     old_wal: list[str]
     segments: list[str] = field(default_factory=list)
     index: list[tuple[str, int, bytes]] = field(default_factory=list)
+    streams: list[Stream] = field(default_factory=list)
 
 
 def _noop(_: BaseException | None) -> None:
@@ -141,6 +142,8 @@ class Engine:
         job = self._prepare_checkpoint(rotate=False)
         job.old_wal = [p for _, p in files if p != self.wal.path]
         _run_checkpoint(self.data_dir, job)
+        for s in job.streams:
+            s.in_flight_index = b""
         self._last_checkpoint = time.monotonic()
         report.streams = len(self.by_id)
         report.seconds = time.monotonic() - t0
@@ -317,6 +320,8 @@ class Engine:
             try:
                 await loop.run_in_executor(self.executor, _run_checkpoint, self.data_dir, job)
                 self._retry = None
+                for s in job.streams:
+                    s.in_flight_index = b""
             except OSError:
                 # The old log files are kept, so recovery stays correct; the
                 # failed writes are idempotent and retried next time.
@@ -337,14 +342,18 @@ class Engine:
         if self._retry is not None:
             job.segments.extend(self._retry.segments)
             job.index.extend(self._retry.index)
+            job.streams.extend(self._retry.streams)
             job.old_wal.extend(p for p in self._retry.old_wal if p not in job.old_wal)
         for s in self._dirty_streams:
             if s.deleted:
                 self._entries.pop(s.id, None)
                 continue
             if s.unflushed_index:
-                job.index.append((s.store.directory, s.index_units, bytes(s.unflushed_index)))
-                s.index_units += len(s.unflushed_index) // INDEX_ENTRY.size
+                entries = bytes(s.unflushed_index)
+                job.index.append((s.store.directory, s.index_units, entries))
+                job.streams.append(s)
+                s.index_units += len(entries) // INDEX_ENTRY.size
+                s.in_flight_index += entries
                 s.unflushed_index = bytearray()
             self._entries[s.id] = ckpt.encode_stream(s, s.index_units)
         self._dirty_streams.clear()
@@ -439,7 +448,11 @@ class Engine:
         self._dirty_streams.add(s)
 
     def _flushed_index(self, s: Stream) -> bytes:
-        return ckpt.read_index(s.store.directory, s.index_units)
+        """Index entries counted in index_units: those on disk, plus those a
+        running checkpoint is still writing."""
+        in_flight = s.in_flight_index
+        on_disk = s.index_units - len(in_flight) // INDEX_ENTRY.size
+        return ckpt.read_index(s.store.directory, on_disk) + in_flight
 
     def _load_entry(self, e: dict[str, object]) -> None:
         meta = e["meta"]

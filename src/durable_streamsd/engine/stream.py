@@ -64,6 +64,7 @@ class Stream:
         "waiters",
         "index_units",
         "unflushed_index",
+        "in_flight_index",
         "_boundaries",
         "deleted",
     )
@@ -88,6 +89,8 @@ class Stream:
         self.index_units = 0
         # Entries appended since the last checkpoint, flushed by it.
         self.unflushed_index = bytearray()
+        # Entries a running checkpoint is writing (counted in index_units).
+        self.in_flight_index = b""
         # Unit end positions, loaded lazily for JSON chunking.
         self._boundaries: array[int] | None = None
         self.deleted = False

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .records import parse_frame
+from .records import HEADER, HEADER_SIZE, parse_frame
 
 WAL_SUFFIX = ".wal"
 SPARE_PREFIX = "spare-"
@@ -195,10 +195,11 @@ def scan(path: str, is_last: bool, result: ScanResult) -> Iterator[tuple[int, in
         data = f.read()
     used = len(data.rstrip(b"\0"))
     off = 0
+    last_lsn: int | None = None
     while off < used:
         parsed = parse_frame(data, off)
         if parsed is None:
-            if _valid_record_after(data, off + 1, used):
+            if _valid_record_after(data, _resume_probe(data, off, last_lsn), used, last_lsn):
                 raise CorruptLogError(f"{path}: corrupt record at byte {off} with valid records after it")
             if not is_last:
                 raise CorruptLogError(f"{path}: torn record at byte {off} in a log file that is not the last")
@@ -209,10 +210,30 @@ def scan(path: str, is_last: bool, result: ScanResult) -> Iterator[tuple[int, in
                 os.fsync(f.fileno())
             return
         lsn, rtype, body, off = parsed
+        last_lsn = lsn
         result.records += 1
         yield lsn, rtype, body
 
 
-def _valid_record_after(data: bytes, start: int, end: int) -> bool:
-    # Only reached on damage; a linear probe for any frame that verifies.
-    return any(parse_frame(data, off) is not None for off in range(start, end))
+def _resume_probe(data: bytes, off: int, last_lsn: int | None) -> int:
+    """Where to look for valid records after a bad one at off.
+
+    If the bad record's header is intact (it carries the next LSN), its own
+    body is skipped: a payload may itself contain bytes that form a valid
+    frame (a client storing log files), which must not pass for a record.
+    """
+    if off + HEADER_SIZE <= len(data):
+        length, _crc, lsn, _type = HEADER.unpack_from(data, off)
+        if last_lsn is not None and lsn == last_lsn + 1:
+            return off + HEADER_SIZE + int(length)
+    return off + 1
+
+
+def _valid_record_after(data: bytes, start: int, end: int, last_lsn: int | None) -> bool:
+    """Only reached on damage: a probe for any later frame that verifies and
+    continues the log (its LSN is beyond the last good one)."""
+    for off in range(start, end):
+        parsed = parse_frame(data, off)
+        if parsed is not None and (last_lsn is None or parsed[0] > last_lsn):
+            return True
+    return False

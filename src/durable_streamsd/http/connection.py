@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -76,6 +77,9 @@ class HttpConnection(asyncio.Protocol):
         self._phase = _IDLE
         self._loop = asyncio.get_running_loop()
         self._started = 0.0
+        # An upgrade-offering request waiting for its body: (request, bytes still due).
+        self._upgrade: tuple[Request, int] | None = None
+        self._upgrade_length: int | None = None
 
     # ------------------------------------------------------------ transport
 
@@ -112,21 +116,50 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._broken:
             return
+        if self._upgrade is not None:
+            data = self._take_upgrade_body(data)
+            if not data:
+                return
         if self._phase == _IDLE and self._active is None:
             self._arm(self.limits.header_timeout, _HEADERS)
         try:
             self.parser.feed_data(data)
         except _Reject as exc:
             self._fail(exc)
-        except httptools.HttpParserUpgrade:
-            self._fail(_Reject(400, "protocol upgrades are not supported"))
+        except httptools.HttpParserUpgrade as exc:
+            # An upgrade offer (curl --http2 sends `Upgrade: h2c`) is declined
+            # by serving the request as plain HTTP/1.1 (RFC 9110 7.8); llhttp
+            # stops at its headers, so its body is collected here.
+            if self._upgrade is None:
+                self._fail(_Reject(400, "malformed upgrade request"))
+                return
+            rest = self._take_upgrade_body(data[exc.args[0] :])
+            if rest:
+                self.data_received(rest)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             self._fail(cause if isinstance(cause, _Reject) else _Reject(400, "malformed request"))
         except httptools.HttpParserInvalidMethodError:
-            self._fail(_Reject(405, "unknown method"))
+            self._fail(_invalid_method(data))
         except httptools.HttpParserError as exc:
             self._fail(_Reject(400, _parser_message(exc)))
+
+    def _take_upgrade_body(self, data: bytes) -> bytes:
+        """Collect an upgrade-offering request's body; returns what follows it."""
+        assert self._upgrade is not None
+        req, need = self._upgrade
+        take = data[:need]
+        self._body.append(take)
+        need -= len(take)
+        if need > 0:
+            self._upgrade = (req, need)
+            return b""
+        self._upgrade = None
+        req.body = b"".join(self._body)
+        self._body = []
+        self.parser = httptools.HttpRequestParser(self)
+        self._enqueue(req)
+        return data[len(take) :]
 
     # ------------------------------------------------------ parser callbacks
 
@@ -170,6 +203,10 @@ class HttpConnection(asyncio.Protocol):
             if int(cl) > self.limits.max_body_bytes:
                 raise _Reject(413, f"request body larger than {self.limits.max_body_bytes} bytes")
         self._expect_body = te or (cl is not None and int(cl) > 0)
+        if self.parser.should_upgrade():
+            if te:
+                raise _Reject(400, "chunked bodies cannot accompany an upgrade offer")
+            self._upgrade_length = int(cl) if cl is not None else 0
         if self._expect_body and self._active is None:
             self._arm(self.limits.body_timeout, _BODY)
 
@@ -213,6 +250,12 @@ class HttpConnection(asyncio.Protocol):
             body=body,
             host=headers.get("host", ""),
         )
+        if self._upgrade_length is not None:
+            headers.pop("upgrade", None)
+            headers["connection"] = "keep-alive"
+            self._upgrade = (req, self._upgrade_length)
+            self._upgrade_length = None
+            return
         if not parser.should_keep_alive():
             headers["connection"] = "close"
         self._enqueue(req)
@@ -264,13 +307,21 @@ class HttpConnection(asyncio.Protocol):
             self.close()
             return
         if self._queue:
-            self._dispatch(self._queue.popleft())
-            if self._reading_paused and len(self._queue) < self.limits.max_pipelined // 2 and self.transport:
-                self._reading_paused = False
-                self.transport.resume_reading()
+            # Dispatch from the loop, not from inside the previous response:
+            # a long pipeline would otherwise recurse once per request.
+            self._phase = _BUSY
+            self._loop.call_soon(self._next_in_pipeline)
             return
         self._phase = _IDLE
         self._arm(self.limits.idle_timeout, _IDLE)
+
+    def _next_in_pipeline(self) -> None:
+        if self._active is not None or not self._queue or self.transport is None:
+            return
+        self._dispatch(self._queue.popleft())
+        if self._reading_paused and len(self._queue) <= self.limits.max_pipelined // 2:
+            self._reading_paused = False
+            self.transport.resume_reading()
 
     # -------------------------------------------------------------- errors
 
@@ -334,6 +385,17 @@ class HttpConnection(asyncio.Protocol):
     @property
     def idle(self) -> bool:
         return self._active is None and self._phase == _IDLE
+
+
+_REQUEST_LINE = re.compile(rb"[A-Za-z]+ \S+ HTTP/\d\.\d\r?\n")
+
+
+def _invalid_method(data: bytes) -> _Reject:
+    """405 for a well-formed request with a method we do not know; 400 for
+    bytes that are not an HTTP request line at all."""
+    if _REQUEST_LINE.match(data):
+        return _Reject(405, "unknown method")
+    return _Reject(400, "malformed request line")
 
 
 def _parser_message(exc: Exception) -> str:

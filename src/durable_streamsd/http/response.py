@@ -74,7 +74,8 @@ class Responder:
                 conn.dates.line,
                 conn.common_headers,
                 headers,
-                b"content-length: %d\r\n" % length,
+                # HEAD and 304 answers describe a body they do not carry.
+                b"" if self.head_only or status == 304 else b"content-length: %d\r\n" % length,
                 b"" if self.keep_alive else _CLOSE,
                 b"\r\n",
             )

@@ -65,7 +65,7 @@ def handle(app: StreamsApp, req: Request, res: Responder) -> None:
             )
         if d.kind == producers.DUPLICATE:
             headers = line("producer-epoch", producer.epoch) + line("producer-seq", d.value)
-            app.after_commit(res, lambda: res.send(204, headers + next_offset(s.tail)))
+            app.after_commit(res, lambda: res.send(204, headers + next_offset(s, s.tail)))
             return
     if seq is not None and s.last_seq is not None and seq <= s.last_seq:
         raise ProtocolError(409, "Stream-Seq must increase: it is not greater than the last one")
@@ -76,7 +76,7 @@ def handle(app: StreamsApp, req: Request, res: Responder) -> None:
         if exc is not None:
             app.fail(res, ProtocolError(503, f"storage failed, the append was not made durable: {exc}"))
             return
-        headers = next_offset(end) + (CLOSED if closing else b"")
+        headers = next_offset(s, end) + (CLOSED if closing else b"")
         if producer is None:
             res.send(204, headers)
             return
@@ -107,6 +107,6 @@ def _answer_closed(app: StreamsApp, res: Responder, s: Stream, producer: Produce
         extra = b""
         if retry_of_close and producer is not None:
             extra = line("producer-epoch", producer.epoch) + line("producer-seq", producer.seq)
-        app.after_commit(res, lambda: res.send(204, next_offset(s.tail) + CLOSED + extra))
+        app.after_commit(res, lambda: res.send(204, next_offset(s, s.tail) + CLOSED + extra))
         return
-    raise ProtocolError(409, "stream is closed", CLOSED + next_offset(s.pending_tail))
+    raise ProtocolError(409, "stream is closed", CLOSED + next_offset(s, s.pending_tail))

@@ -45,7 +45,8 @@ def handle(app: StreamsApp, req: Request, res: Responder) -> None:
         app.after_commit(
             res,
             lambda: res.send(
-                200, content_type(existing) + next_offset(existing.tail) + (CLOSED if existing.closed else b"")
+                200,
+                content_type(existing) + next_offset(existing, existing.tail) + (CLOSED if existing.closed else b""),
             ),
         )
         return
@@ -62,7 +63,7 @@ def handle(app: StreamsApp, req: Request, res: Responder) -> None:
         if exc is not None:
             app.fail(res, ProtocolError(503, f"storage failed: {exc}"))
             return
-        res.send(201, location + content_type(s) + next_offset(s.tail) + (CLOSED if s.closed else b""))
+        res.send(201, location + content_type(s) + next_offset(s, s.tail) + (CLOSED if s.closed else b""))
 
     s = engine.create(req.path, config, closed, payload, lengths, done)
 

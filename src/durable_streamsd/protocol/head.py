@@ -13,4 +13,4 @@ if TYPE_CHECKING:
 
 def handle(app: StreamsApp, req: Request, res: Responder) -> None:
     s = app.lookup(req.path)
-    res.send(200, content_type(s) + next_offset(s.tail) + expiry(s) + (CLOSED if s.closed else b"") + NO_STORE)
+    res.send(200, content_type(s) + next_offset(s, s.tail) + expiry(s) + (CLOSED if s.closed else b"") + NO_STORE)

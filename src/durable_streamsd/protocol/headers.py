@@ -38,8 +38,8 @@ def line(name: str, value: str | int) -> bytes:
     return f"{name}: {value}\r\n".encode("latin-1", "replace")
 
 
-def next_offset(position: int) -> bytes:
-    return b"stream-next-offset: " + format_offset(position).encode() + b"\r\n"
+def next_offset(s: Stream, position: int) -> bytes:
+    return b"stream-next-offset: " + format_offset(s.id, position).encode() + b"\r\n"
 
 
 def content_type(s: Stream) -> bytes:

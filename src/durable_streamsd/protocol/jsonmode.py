@@ -16,8 +16,6 @@ import orjson
 
 from .errors import bad_request
 
-MAX_DEPTH = 256
-
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
@@ -47,7 +45,11 @@ def _dumps(value: Any) -> bytes:
     try:
         return orjson.dumps(value)
     except (orjson.JSONEncodeError, TypeError):
+        pass
+    try:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    except RecursionError:
+        raise bad_request("JSON nested too deeply") from None
 
 
 def frame_messages(body: bytes, allow_empty: bool) -> tuple[bytes, list[int]]:

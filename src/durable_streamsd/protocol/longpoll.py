@@ -22,22 +22,25 @@ if TYPE_CHECKING:
 
 
 class LongPoll:
-    __slots__ = ("res", "cursor", "timer")
+    __slots__ = ("res", "cursor", "timer", "from_now")
 
-    def __init__(self, res: Responder, cursor: str | None) -> None:
+    def __init__(self, res: Responder, cursor: str | None, from_now: bool = False) -> None:
         self.res = res
         self.cursor = cursor
         self.timer: asyncio.TimerHandle | None = None
+        # An `offset=now` URL names no fixed position: its answer must not be
+        # cached, or later pollers would get old data at once.
+        self.from_now = from_now
 
 
-def start(app: StreamsApp, s: Stream, res: Responder, position: int, cursor: str | None) -> None:
+def start(app: StreamsApp, s: Stream, res: Responder, position: int, cursor: str | None, from_now: bool) -> None:
     if position < s.tail:
-        _send_data(app, s, position, [LongPoll(res, cursor)])
+        _send_data(app, s, position, [LongPoll(res, cursor, from_now)])
         return
     if s.closed:
-        _send_empty(s, position, [LongPoll(res, cursor)])
+        _send_empty(s, position, [LongPoll(res, cursor, from_now)])
         return
-    waiter = LongPoll(res, cursor)
+    waiter = LongPoll(res, cursor, from_now)
     engine = app.engine
     engine.wait(s, position, waiter)
 
@@ -69,14 +72,18 @@ def wake(app: StreamsApp, s: Stream, position: int, waiters: list[LongPoll]) -> 
 
 
 def _send_data(app: StreamsApp, s: Stream, position: int, waiters: list[LongPoll]) -> None:
-    headers, body, _ = chunk_response(app, s, position)
+    shared: dict[bool, tuple[bytes, list[bytes | memoryview]]] = {}
     for w in waiters:
-        w.res.send(200, headers + line("stream-cursor", next_cursor(w.cursor)), body)
+        answer = shared.get(w.from_now)
+        if answer is None:
+            headers, body, _ = chunk_response(app, s, position, cacheable=not w.from_now)
+            answer = shared[w.from_now] = (headers, body)
+        w.res.send(200, answer[0] + line("stream-cursor", next_cursor(w.cursor)), answer[1])
 
 
 def _send_empty(s: Stream, position: int, waiters: list[LongPoll]) -> None:
     """204: timeout (caught up) or EOF of a closed stream."""
-    base = next_offset(max(position, s.tail) if s.closed else position) + UP_TO_DATE + NO_STORE
+    base = next_offset(s, max(position, s.tail) if s.closed else position) + UP_TO_DATE + NO_STORE
     for w in waiters:
         if s.closed:
             w.res.send(204, base + CLOSED)

@@ -1,6 +1,10 @@
-"""Offset tokens: fixed-width, lowercase, zero-padded hex, so that string
-order is position order. The first field is reserved (always zero today) so
-the format can grow without breaking the ordering of existing tokens."""
+"""Offset tokens: ``<stream id>_<position>``, both fixed-width lowercase
+hex, so that within a stream string order is position order.
+
+The stream id makes offsets unique across incarnations of a path: after a
+stream is deleted and recreated, offsets of the old one (and any responses a
+CDN cached under them) can never be mistaken for positions of the new one.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +12,18 @@ import re
 
 from .errors import bad_request
 
-_TOKEN = re.compile(r"[0-9a-f]{16}_[0-9a-f]{16}")
-_PREFIX = "0" * 16 + "_"
+_TOKEN = re.compile(r"([0-9a-f]{16})_([0-9a-f]{16})")
 BEGINNING = "-1"
 NOW = "now"
 
 
-def format_offset(position: int) -> str:
-    return f"{_PREFIX}{position:016x}"
+def format_offset(stream_id: int, position: int) -> str:
+    return f"{stream_id:016x}_{position:016x}"
 
 
-def parse_offset(token: str) -> int:
-    """Position of a server-minted offset token; 400 for anything else."""
-    if not _TOKEN.fullmatch(token) or not token.startswith(_PREFIX):
+def parse_offset(token: str) -> tuple[int, int]:
+    """(stream id, position) of a server-minted offset token; 400 otherwise."""
+    m = _TOKEN.fullmatch(token)
+    if m is None:
         raise bad_request("malformed offset")
-    return int(token[17:], 16)
+    return int(m.group(1), 16), int(m.group(2), 16)

@@ -36,9 +36,9 @@ def handle(app: StreamsApp, req: Request, res: Responder) -> None:
     requested = parse_offset(offset) if offset is not None and offset not in (BEGINNING, NOW) else None
     s = app.lookup(req.path)
     if requested is not None:
-        if not app.engine.valid_position(s, requested):
+        stream_id, position = requested
+        if stream_id != s.id or not app.engine.valid_position(s, position):
             raise bad_request("offset is not a position of this stream")
-        position = requested
     elif offset == NOW:
         position = s.tail
     else:
@@ -47,7 +47,7 @@ def handle(app: StreamsApp, req: Request, res: Responder) -> None:
     if live == "sse":
         sse.start(app, s, res, position, cursor)
     elif live == "long-poll":
-        longpoll.start(app, s, res, position, cursor)
+        longpoll.start(app, s, res, position, cursor, from_now=offset == NOW)
     elif offset == NOW:
         tail_now(s, res)
     else:
@@ -55,7 +55,7 @@ def handle(app: StreamsApp, req: Request, res: Responder) -> None:
 
 
 def tail_now(s: Stream, res: Responder) -> None:
-    headers = content_type(s) + next_offset(s.tail) + UP_TO_DATE + NO_STORE + (CLOSED if s.closed else b"")
+    headers = content_type(s) + next_offset(s, s.tail) + UP_TO_DATE + NO_STORE + (CLOSED if s.closed else b"")
     res.send(200, headers, b"[]" if s.is_json else b"")
 
 

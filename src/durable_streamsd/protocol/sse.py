@@ -114,7 +114,7 @@ class SseSession:
 
 def control_event(s: Stream, position: int, cursor: str) -> bytes:
     at_tail = position >= s.tail
-    doc: dict[str, object] = {"streamNextOffset": format_offset(position)}
+    doc: dict[str, object] = {"streamNextOffset": format_offset(s.id, position)}
     if at_tail and s.closed:
         doc["streamClosed"] = True
         doc["upToDate"] = True
