@@ -27,6 +27,7 @@ $(CONFORMANCE)/node_modules/.installed: $(CONFORMANCE)/package.json $(CONFORMANC
 install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test $(CONFORMANCE)/node_modules/.installed
+	bash scripts/install-nginx.sh
 
 serve: install
 	$(VENV)/bin/durable-streamsd serve --data-dir $(DATA_DIR) --port $(PORT)
