@@ -43,7 +43,7 @@ conformance: install-test
 	$(PY) $(CONFORMANCE)/run_conformance.py --server-cmd "{python} -m durable_streamsd serve --data-dir {datadir} --host 127.0.0.1 --port {port} --long-poll-timeout 2"
 
 lint: $(VENV)/.installed-test
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests $(wildcard bench)
 
 typecheck: $(VENV)/.installed-test
 	$(VENV)/bin/mypy

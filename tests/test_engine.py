@@ -316,7 +316,7 @@ def test_torn_log_tail_is_truncated(tmp_path: Path) -> None:
     h2 = Harness(tmp_path / "d")
     assert h2.report.torn_bytes > 0
     assert h2.read_all(h2.engine.by_path["/t"]) == b"kept-also-kept"
-    assert not wal.exists() or wal.stat().st_size == size
+    assert not wal.exists() or (b"garbage" not in wal.read_bytes() and wal.stat().st_size <= size)
     h2.close()
 
 

@@ -24,6 +24,7 @@ from .stream import INDEX_ENTRY, Stream
 from .wal import fsync_dir
 
 CATALOG = "catalog.json"
+PREVIOUS = "catalog.prev.json"
 INDEX_FILE = "index"
 FORMAT_VERSION = 1
 
@@ -65,8 +66,8 @@ def encode_catalog(lsn: int, next_id: int, entries: list[bytes]) -> bytes:
     return body + b"\n%08x\n" % zlib.crc32(body)
 
 
-def load_catalog(data_dir: str) -> CatalogImage | None:
-    path = os.path.join(data_dir, CATALOG)
+def load_catalog(data_dir: str, name: str = CATALOG) -> CatalogImage | None:
+    path = os.path.join(data_dir, name)
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -86,12 +87,22 @@ def load_catalog(data_dir: str) -> CatalogImage | None:
 
 
 def write_catalog(data_dir: str, data: bytes) -> None:
-    tmp = os.path.join(data_dir, CATALOG + ".tmp")
+    """Replace the catalog atomically, keeping the one it replaces as
+    ``catalog.prev.json``: the log is kept back to that one, so a damaged
+    catalog can be rebuilt from it (``durable-streamsd check --repair``)."""
+    path = os.path.join(data_dir, CATALOG)
+    tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(data_dir, CATALOG))
+    if os.path.exists(path):
+        prev_tmp = os.path.join(data_dir, PREVIOUS + ".tmp")
+        if os.path.exists(prev_tmp):
+            os.unlink(prev_tmp)
+        os.link(path, prev_tmp)  # a second name: catalog.json itself never goes missing
+        os.replace(prev_tmp, os.path.join(data_dir, PREVIOUS))
+    os.replace(tmp, path)
     fsync_dir(data_dir)
 
 

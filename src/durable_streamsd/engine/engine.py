@@ -65,7 +65,10 @@ class EngineOptions:
 class _CheckpointJob:
     lsn: int
     catalog: bytes
+    # Log files to make durable (everything before the current file) and,
+    # of those, the ones only the previous catalog still needed.
     old_wal: list[str]
+    drop_wal: list[str] = field(default_factory=list)
     segments: list[str] = field(default_factory=list)
     index: list[tuple[str, int, bytes]] = field(default_factory=list)
     streams: list[Stream] = field(default_factory=list)
@@ -101,6 +104,8 @@ class Engine:
         self._retry: _CheckpointJob | None = None
         self._checkpointing = False
         self._last_checkpoint = 0.0
+        # LSN of the newest catalog on disk; the log is kept back to the one before.
+        self._checkpoint_lsn = 0
         self.appends = 0
 
     # ------------------------------------------------------------------ setup
@@ -113,6 +118,7 @@ class Engine:
         report = RecoveryReport()
         image = ckpt.load_catalog(self.data_dir) or ckpt.CatalogImage()
         report.checkpoint_lsn = image.lsn
+        self._checkpoint_lsn = image.lsn
         self.next_id = image.next_id
         for entry in image.streams:
             self._load_entry(entry)
@@ -141,6 +147,8 @@ class Engine:
         self.wal = WalWriter(self.wal_dir, self.lsn + 1, self.spares.take())
         job = self._prepare_checkpoint(rotate=False)
         job.old_wal = [p for _, p in files if p != self.wal.path]
+        job.drop_wal = _covered_files(files, self._checkpoint_lsn)
+        self._checkpoint_lsn = self.lsn
         _run_checkpoint(self.data_dir, job)
         for s in job.streams:
             s.in_flight_index = b""
@@ -320,6 +328,7 @@ class Engine:
             try:
                 await loop.run_in_executor(self.executor, _run_checkpoint, self.data_dir, job)
                 self._retry = None
+                self._checkpoint_lsn = job.lsn
                 for s in job.streams:
                     s.in_flight_index = b""
             except OSError:
@@ -335,15 +344,19 @@ class Engine:
         assert self.wal is not None
         lsn = self.lsn
         old_wal: list[str] = []
+        drop: list[str] = []
         if rotate:
             self._rotate_wal()
-            old_wal = [p for _, p in list_wal_files(self.wal_dir) if p != self.wal.path]
-        job = _CheckpointJob(lsn=lsn, catalog=b"", old_wal=old_wal)
+            files = list_wal_files(self.wal_dir)
+            old_wal = [p for _, p in files if p != self.wal.path]
+            drop = _covered_files(files, self._checkpoint_lsn)
+        job = _CheckpointJob(lsn=lsn, catalog=b"", old_wal=old_wal, drop_wal=drop)
         if self._retry is not None:
             job.segments.extend(self._retry.segments)
             job.index.extend(self._retry.index)
             job.streams.extend(self._retry.streams)
             job.old_wal.extend(p for p in self._retry.old_wal if p not in job.old_wal)
+            job.drop_wal = [p for p in job.drop_wal if p in job.old_wal]
         for s in self._dirty_streams:
             if s.deleted:
                 self._entries.pop(s.id, None)
@@ -545,8 +558,18 @@ def _run_checkpoint(data_dir: str, job: _CheckpointJob) -> None:
         if os.path.isdir(directory):
             ckpt.flush_index(directory, first, entries)
     ckpt.write_catalog(data_dir, job.catalog)
-    for path in job.old_wal:
+    for path in job.drop_wal:
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+
+def _covered_files(files: list[tuple[int, str]], lsn: int) -> list[str]:
+    """Log files whose every record is at or before lsn (each file ends
+    where the next one begins)."""
+    out = []
+    for (_, path), (next_first, _) in zip(files, files[1:], strict=False):
+        if next_first - 1 <= lsn:
+            out.append(path)
+    return out
