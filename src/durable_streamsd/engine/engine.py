@@ -116,7 +116,13 @@ class Engine:
         os.makedirs(self.streams_dir, exist_ok=True)
         os.makedirs(self.wal_dir, exist_ok=True)
         report = RecoveryReport()
-        image = ckpt.load_catalog(self.data_dir) or ckpt.CatalogImage()
+        loaded = ckpt.load_catalog(self.data_dir)
+        files = list_wal_files(self.wal_dir)
+        if loaded is None and files and files[0][0] > 1:
+            raise ckpt.CorruptCatalogError(
+                f"{os.path.join(self.data_dir, ckpt.CATALOG)} is missing but the log before LSN {files[0][0]} is gone"
+            )
+        image = loaded or ckpt.CatalogImage()
         report.checkpoint_lsn = image.lsn
         self._checkpoint_lsn = image.lsn
         self.next_id = image.next_id
@@ -124,7 +130,6 @@ class Engine:
             self._load_entry(entry)
         self.lsn = image.lsn
         scan_result = ScanResult()
-        files = list_wal_files(self.wal_dir)
         for i, (_, path) in enumerate(files):
             for lsn, rtype, body in scan(path, i == len(files) - 1, scan_result):
                 if lsn <= image.lsn:

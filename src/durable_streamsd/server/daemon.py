@@ -14,7 +14,8 @@ import structlog
 import uvloop
 from prometheus_client import CollectorRegistry
 
-from ..engine import Engine, EngineOptions
+from ..engine import CorruptDataError, CorruptLogError, Engine, EngineOptions
+from ..engine.checkpoint import CorruptCatalogError
 from ..http import HttpLimits, Responder
 from ..http.connection import ServerState, close_idle, serve
 from ..observe import metrics
@@ -62,7 +63,16 @@ async def serve_forever(config: Config, ready: asyncio.Event | None = None) -> N
             checkpoint_interval=config.checkpoint_interval,
         ),
     )
-    report = engine.open()
+    try:
+        report = engine.open()
+    except (CorruptLogError, CorruptCatalogError, CorruptDataError) as exc:
+        log.error(
+            "refusing to start: stored data is damaged",
+            error=str(exc),
+            hint=f"inspect with `durable-streamsd check --data-dir {config.data_dir}`; "
+            "`--repair` applies the explicit repairs and says what they drop",
+        )
+        raise SystemExit(2) from None
     log.info(
         "recovered",
         data_dir=engine.data_dir,
