@@ -144,6 +144,12 @@ def main() -> None:
     help="Serve Prometheus metrics on this port (0: off).",
 )
 @click.option(
+    "--auth-token-file",
+    envvar=_env("AUTH_TOKEN_FILE"),
+    type=click.Path(dir_okay=False, exists=True),
+    help="Require bearer tokens: lines of '<token> read|write|all /path/prefix'.",
+)
+@click.option(
     "--log-level",
     envvar=_env("LOG_LEVEL"),
     default="info",

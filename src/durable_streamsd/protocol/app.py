@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from ..engine import Engine, StorageFailedError, StorageFullError, Stream
 from ..http import Request, Responder
 from . import append, create, delete, head, longpoll, options, read, sse
+from .auth import TokenTable
 from .errors import ProtocolError
 from .headers import ALLOWED_METHODS, TEXT
 
@@ -25,6 +26,7 @@ RESERVED_SEGMENT = "__ds"
 
 @dataclass(frozen=True)
 class ProtocolConfig:
+    auth: TokenTable | None = None
     long_poll_timeout: float = 30.0
     sse_reconnect_interval: float = 60.0
     max_read_bytes: int = 1024 * 1024
@@ -47,6 +49,8 @@ class StreamsApp:
     def handle(self, req: Request, res: Responder) -> None:
         route = self._routes.get(req.method)
         try:
+            if self.config.auth is not None:
+                self.config.auth.authorize(req.method, req.path, req.headers.get("authorization"))
             if route is None:
                 raise ProtocolError(
                     405, f"method {req.method} not allowed", b"allow: " + ALLOWED_METHODS.encode() + b"\r\n"

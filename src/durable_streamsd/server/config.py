@@ -24,5 +24,6 @@ class Config:
     idle_timeout: float = 75.0
     shutdown_grace: float = 10.0
     metrics_port: int = 0
+    auth_token_file: str | None = None
     log_level: str = "info"
     log_format: str = "auto"

@@ -21,6 +21,7 @@ from ..http.connection import ServerState, close_idle, serve
 from ..observe import metrics
 from ..observe.logging import configure
 from ..protocol.app import ProtocolConfig, StreamsApp
+from ..protocol.auth import TokenFileError, TokenTable
 from ..protocol.headers import COMMON
 from .config import Config
 
@@ -85,10 +86,18 @@ async def serve_forever(config: Config, ready: asyncio.Event | None = None) -> N
     )
     if report.torn_bytes:
         log.warning("torn log tail truncated", file=report.torn_file, bytes=report.torn_bytes)
+    try:
+        auth = TokenTable.load(config.auth_token_file) if config.auth_token_file else None
+    except (OSError, TokenFileError) as exc:
+        log.error("refusing to start: bad token file", error=str(exc))
+        raise SystemExit(2) from None
+    if auth is not None:
+        log.info("access control on", token_file=config.auth_token_file, tokens=len(auth))
     engine.start(loop)
     app = StreamsApp(
         engine,
         ProtocolConfig(
+            auth=auth,
             long_poll_timeout=config.long_poll_timeout,
             sse_reconnect_interval=config.sse_reconnect_interval,
             max_read_bytes=config.max_read_bytes,
