@@ -144,6 +144,14 @@ def main() -> None:
     help="Serve Prometheus metrics on this port (0: off).",
 )
 @click.option(
+    "--wal-file-bytes",
+    envvar=_env("WAL_FILE_BYTES"),
+    default=16 * 1024 * 1024,
+    show_default=True,
+    type=int,
+    help="Size of each preallocated log file (0: grow log files instead).",
+)
+@click.option(
     "--auth-token-file",
     envvar=_env("AUTH_TOKEN_FILE"),
     type=click.Path(dir_okay=False, exists=True),

@@ -62,6 +62,7 @@ async def serve_forever(config: Config, ready: asyncio.Event | None = None) -> N
             fsync_interval=config.fsync_interval,
             max_open_segments=config.max_open_segments,
             checkpoint_interval=config.checkpoint_interval,
+            wal_file_bytes=config.wal_file_bytes,
         ),
     )
     try:

@@ -1,0 +1,96 @@
+"""A full disk: appends answer 507, reads keep working, nothing acknowledged
+is lost, and appends succeed again once space is freed, without a restart.
+
+The data directory lives on a small tmpfs the test mounts (we run as root
+in CI); where mounting is not allowed the test is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.client import Client
+from tests.support.server import ServerProcess
+
+FS_BYTES = 12 * 1024 * 1024
+CHUNK = b"z" * (64 * 1024)
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={FS_BYTES}", "tmpfs", str(mnt)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_full_disk_answers_507_and_recovers_without_restart(small_fs: Path) -> None:
+    data = small_fs / "data"
+    # An operator's file on the same disk, to free later.
+    ballast = small_fs / "ballast"
+    ballast.write_bytes(b"\0" * (4 * 1024 * 1024))
+    srv = ServerProcess(data, "--wal-file-bytes", str(256 * 1024), "--checkpoint-interval", "0.5").start()
+    c = Client(srv.port)
+    ct = {"Content-Type": "application/octet-stream"}
+    assert c.request("PUT", "/full/a", b"", ct).status == 201
+    acked = 0
+    statuses = []
+    for _ in range(400):
+        r = c.request("POST", "/full/a", CHUNK, ct)
+        statuses.append(r.status)
+        if r.status == 204:
+            acked += 1
+        else:
+            break
+    assert statuses[-1] == 507, f"never ran out of space: {statuses[-5:]}"
+    assert acked > 10
+    tail = c.request("HEAD", "/full/a").header("stream-next-offset")
+    # Refused again while full, and nothing changes.
+    assert c.request("POST", "/full/a", CHUNK, ct).status == 507
+    assert c.request("PUT", "/full/b", CHUNK, ct).status in (201, 507)
+    assert c.request("HEAD", "/full/a").header("stream-next-offset") == tail
+    # Reads keep working and hold exactly what was acknowledged.
+    body = b""
+    offset = "-1"
+    while True:
+        r = c.request("GET", f"/full/a?offset={offset}")
+        assert r.status == 200
+        body += r.body
+        offset = r.header("stream-next-offset") or offset
+        if r.header("stream-up-to-date") == "true":
+            break
+    assert body == CHUNK * acked
+
+    # Free space: appends work again, no restart.
+    os.unlink(ballast)
+    for _ in range(5):
+        assert c.request("POST", "/full/a", CHUNK, ct).status == 204
+    acked += 5
+    c.close()
+    assert srv.proc is not None and srv.proc.poll() is None
+
+    srv.kill()
+    again = ServerProcess(data, "--wal-file-bytes", str(256 * 1024)).start()
+    c2 = Client(again.port)
+    size = 0
+    offset = "-1"
+    while True:
+        r = c2.request("GET", f"/full/a?offset={offset}")
+        assert r.status == 200 and set(r.body) <= {ord("z")}
+        size += len(r.body)
+        offset = r.header("stream-next-offset") or offset
+        if r.header("stream-up-to-date") == "true":
+            break
+    assert size == len(CHUNK) * acked
+    c2.close()
+    again.kill()
