@@ -382,7 +382,13 @@ def test_append_with_mismatched_content_type(c: Client, js: JsonStream, ts: str,
 
 
 MALFORMED_TYPES = [
-    "json", "application/", "/json", "application/json/x", "app lication/json", "a b/c", "text/plain,text/html",
+    "json",
+    "application/",
+    "/json",
+    "application/json/x",
+    "app lication/json",
+    "a b/c",
+    "text/plain,text/html",
 ]
 
 
@@ -444,9 +450,27 @@ BAD_PRODUCERS = [
     {"Producer-Id": "p" * 5000, "Producer-Epoch": "0", "Producer-Seq": "0"},
 ]
 PRODUCER_IDS = [
-    "id-only", "id-epoch", "id-seq", "epoch-seq", "epoch-only", "empty-id", "blank-id", "epoch-x", "epoch-1.0",
-    "epoch-neg", "epoch-plus", "epoch-leading-zero", "epoch-empty", "epoch-exp", "seq-x", "seq-neg", "seq-frac",
-    "epoch-2^53", "epoch-2^64", "seq-2^53", "id-5000",
+    "id-only",
+    "id-epoch",
+    "id-seq",
+    "epoch-seq",
+    "epoch-only",
+    "empty-id",
+    "blank-id",
+    "epoch-x",
+    "epoch-1.0",
+    "epoch-neg",
+    "epoch-plus",
+    "epoch-leading-zero",
+    "epoch-empty",
+    "epoch-exp",
+    "seq-x",
+    "seq-neg",
+    "seq-frac",
+    "epoch-2^53",
+    "epoch-2^64",
+    "seq-2^53",
+    "id-5000",
 ]
 
 
@@ -515,8 +539,12 @@ def test_reserved_paths_preflight_creates_nothing(c: Client, path: str) -> None:
 
 @pytest.mark.parametrize(
     "headers",
-    [{"Stream-Forked-From": "/s/src"}, {"Stream-Fork-Offset": "-1"}, {"Stream-Fork-Sub-Offset": "0"},
-     {"Stream-Forked-From": "/s/src", "Stream-Fork-Offset": "0000000000000000_0000000000000000"}],
+    [
+        {"Stream-Forked-From": "/s/src"},
+        {"Stream-Fork-Offset": "-1"},
+        {"Stream-Fork-Sub-Offset": "0"},
+        {"Stream-Forked-From": "/s/src", "Stream-Fork-Offset": "0000000000000000_0000000000000000"},
+    ],
     ids=["forked-from", "fork-offset", "fork-sub-offset", "both"],
 )
 def test_fork_headers_are_501(c: Client, ts: str, headers: dict[str, str]) -> None:
@@ -652,7 +680,8 @@ def test_chunked_append_over_max_append_bytes(small: Client) -> None:
     raw = raw_exchange(
         c.port,
         f"POST {ts} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
-        + chunk * 3 + b"0\r\n\r\n",
+        + chunk * 3
+        + b"0\r\n\r\n",
     )
     assert raw.startswith(b"HTTP/1.1 413 "), raw[:100]
     assert snapshot(c, ts) == before
@@ -680,8 +709,9 @@ def traversal_names(marker: str) -> list[str]:
     ]
 
 
-def test_traversal_looking_names_stay_inside_the_data_dir(server: ServerProcess, client: Client,
-                                                          tmp_path: Path) -> None:
+def test_traversal_looking_names_stay_inside_the_data_dir(
+    server: ServerProcess, client: Client, tmp_path: Path
+) -> None:
     """Stream names are names (section 12.2): traversal-looking ones are stored
     and read back like any other and never create, read or touch files
     outside the data directory, even after a restart replays them."""
@@ -715,7 +745,14 @@ def test_traversal_looking_names_stay_inside_the_data_dir(server: ServerProcess,
         assert rel.parts[0] == "data" or re.fullmatch(r"server-\d+\.log", rel.name), f"file outside data dir: {rel}"
         assert p.resolve().is_relative_to(data) or rel.parts[0] != "data"
     for p in data.iterdir():
-        assert p.name in ("streams", "wal", "catalog.json", "catalog.json.tmp"), f"unexpected entry {p.name}"
+        assert p.name in (
+            "streams",
+            "wal",
+            "catalog.json",
+            "catalog.json.tmp",
+            "catalog.prev.json",
+            "catalog.prev.json.tmp",
+        ), f"unexpected entry {p.name}"
     for p in (data / "streams").iterdir():
         assert re.fullmatch(r"[0-9a-f]{16}", p.name), f"stream directory not named by id: {p.name}"
     for escaped in (Path("/tmp") / marker, tmp_path.parent / marker, tmp_path.parent.parent / marker):
