@@ -45,6 +45,8 @@ class Committer:
         self._timer: asyncio.TimerHandle | None = None
         # The sync primitive; fault-injection tests swap in one that fails.
         self.sync: Callable[[int], None] = os.fdatasync
+        # Writes out log records buffered on the loop; set by the engine.
+        self.flush: Callable[[], None] = _nothing
 
     def start(self, loop: asyncio.AbstractEventLoop, fd: int, lsn: int) -> None:
         self._loop = loop
@@ -94,6 +96,11 @@ class Committer:
 
     def _kick(self) -> None:
         assert self._loop is not None
+        try:
+            self.flush()
+        except OSError as exc:
+            self.fail(exc)
+            return
         target = self.written_lsn
         fds = self._old_fds + [self._fd]
         n_old = len(self._old_fds)
@@ -141,6 +148,10 @@ class Committer:
             self._kick()
             while self._in_flight:
                 await asyncio.sleep(0.001)
+
+
+def _nothing() -> None:
+    return None
 
 
 def _sync_fds(sync: Callable[[int], None], fds: list[int], n_old: int) -> None:

@@ -162,8 +162,13 @@ class Engine:
         report.seconds = time.monotonic() - t0
         return report
 
+    def _flush_wal(self) -> None:
+        if self.wal is not None:
+            self.wal.flush()
+
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self.wal is not None
+        self.committer.flush = self._flush_wal
         self.committer.start(loop, self.wal.fd, self.lsn)
 
     async def close(self) -> None:
@@ -401,7 +406,12 @@ class Engine:
 
     def _rotate_wal(self) -> None:
         """Continue the log in a new file (a preallocated spare if ready)."""
-        assert self.spares is not None
+        assert self.spares is not None and self.wal is not None
+        try:
+            self._flush_wal()
+        except OSError as exc:
+            self.committer.fail(exc)
+            raise StorageFailedError(f"log write failed: {exc}") from exc
         new = WalWriter(self.wal_dir, self.lsn + 1, self.spares.take())
         self.committer.rotate(new.fd)
         self.wal = new
@@ -411,9 +421,22 @@ class Engine:
         lsn = self.lsn + 1
         data = rec.frame(lsn, rtype, body)
         if not self.wal.fits(len(data)):
-            self._rotate_wal()
+            try:
+                self._rotate_wal()
+            except OSError as exc:
+                # No room for a new log file: refuse, nothing has changed.
+                if _disk_full(exc):
+                    raise StorageFullError(str(exc)) from exc
+                raise
+        wal = self.wal
+        if wal.capacity and self.committer.mode == "always":
+            # Room is preallocated: nothing can fail for want of space, so the
+            # write joins the batch the next sync flushes.
+            wal.buffer(data)
+            self.lsn = lsn
+            return lsn
         try:
-            self.wal.write(data)
+            wal.write(data)
         except OSError as exc:
             if _disk_full(exc):
                 raise StorageFullError(str(exc)) from exc

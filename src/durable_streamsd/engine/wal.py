@@ -143,7 +143,27 @@ class WalWriter:
         # Preallocated files start empty (all zeros); a grown one is resumed.
         self.capacity = os.fstat(self.fd).st_size if spare is not None else 0
         self.size = 0 if spare is not None else os.fstat(self.fd).st_size
+        self._pending = bytearray()
         fsync_dir(directory)
+
+    def buffer(self, data: bytes) -> None:
+        """Queue a frame for the next flush (preallocated room only, so the
+        later write cannot run out of space). Records written while a sync
+        is in flight leave in one pwrite instead of one each."""
+        self._pending += data
+        self.size += len(data)
+
+    def flush(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        start = self.size - len(pending)
+        view = memoryview(pending)
+        n = 0
+        while n < len(view):
+            n += os.pwrite(self.fd, view[n:], start + n)
+        view.release()
+        pending.clear()
 
     def fits(self, n: int) -> bool:
         """Whether n more bytes fit without growing a preallocated file."""
@@ -151,6 +171,7 @@ class WalWriter:
 
     def write(self, data: bytes) -> None:
         """Write a whole frame or nothing: a partial write is rolled back."""
+        self.flush()
         try:
             n = os.pwrite(self.fd, data, self.size)
             while n < len(data):
@@ -168,6 +189,7 @@ class WalWriter:
         self.size += len(data)
 
     def close(self) -> None:
+        self.flush()
         os.close(self.fd)
 
 
