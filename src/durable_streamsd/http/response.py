@@ -62,6 +62,8 @@ class Responder:
             return
         conn = self._conn
         self.status = status
+        if not conn.state.accepting:
+            self.keep_alive = False  # shutting down: no further requests here
         if isinstance(body, (bytes, bytearray, memoryview)):
             parts: Sequence[Buffer] = (body,) if body else ()
             length = len(body)
@@ -100,6 +102,8 @@ class Responder:
             return
         conn = self._conn
         self.status = status
+        if not conn.state.accepting:
+            self.keep_alive = False
         self.streaming = True
         if conn.transport is not None and not conn.transport.is_closing():
             conn.transport.write(

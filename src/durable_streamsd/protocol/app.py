@@ -37,6 +37,9 @@ class StreamsApp:
         self.engine = engine
         self.config = config
         engine.wake_listener = self._on_wake
+        self.shutting_down = False
+        # Every open SSE session, parked or not, so shutdown can end them all.
+        self.sse_sessions: set[sse.SseSession] = set()
         self._routes: dict[str, Callable[[StreamsApp, Request, Responder], None]] = {
             "GET": read.handle,
             "HEAD": head.handle,
@@ -87,17 +90,19 @@ class StreamsApp:
         self.engine.barrier(go)
 
     def end_live_readers(self) -> None:
-        """Answer every parked long-poll and end every SSE session (shutdown)."""
+        """Shutdown: answer every parked long-poll, end every SSE session
+        (also those waiting for a slow client to drain), and make any live
+        read that starts from now on answer at once."""
+        self.shutting_down = True
         for s in list(self.engine.by_id.values()):
             if len(s.waiters):
-                groups = s.waiters.pop_ready(0, everything=True)
-                for position, waiters in groups:
-                    for w in waiters:
-                        if isinstance(w, longpoll.LongPoll):
-                            longpoll.wake(self, s, position, [w])
-                        elif isinstance(w, sse.SseSession):
-                            w.parked = False
-                            w.end()
+                for position, waiters in s.waiters.pop_ready(0, everything=True):
+                    polls = [w for w in waiters if isinstance(w, longpoll.LongPoll)]
+                    if polls:
+                        longpoll.wake(self, s, position, polls)
+        for session in list(self.sse_sessions):
+            session.parked = False
+            session.end()
 
     def _on_wake(self, s: Stream, groups: list[tuple[int, list[object]]]) -> None:
         for position, waiters in groups:

@@ -37,7 +37,7 @@ def start(app: StreamsApp, s: Stream, res: Responder, position: int, cursor: str
     if position < s.tail:
         _send_data(app, s, position, [LongPoll(res, cursor, from_now)])
         return
-    if s.closed:
+    if s.closed or app.shutting_down:
         _send_empty(s, position, [LongPoll(res, cursor, from_now)])
         return
     waiter = LongPoll(res, cursor, from_now)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 EVENT_STREAM = b"content-type: text/event-stream\r\ncache-control: no-cache\r\n"
 BASE64 = b"stream-sse-data-encoding: base64\r\n"
+SSE_CHUNK = 64 * 1024
 
 
 def encoding_of(s: Stream) -> str:
@@ -61,6 +62,7 @@ class SseSession:
         if self.ended:
             return
         self.ended = True
+        self.app.sse_sessions.discard(self)
         self._unpark()
         if self.timer is not None:
             self.timer.cancel()
@@ -70,6 +72,7 @@ class SseSession:
 
     def _gone(self) -> None:
         self.ended = True
+        self.app.sse_sessions.discard(self)
         self._unpark()
         if self.timer is not None:
             self.timer.cancel()
@@ -103,7 +106,7 @@ class SseSession:
             self.position = end
             self.res.write_framed(frames)
             self.res.write_framed(self._control_frame())
-        if s.closed:
+        if s.closed or self.app.shutting_down:
             self.end()
             return
         self._park()
@@ -127,7 +130,9 @@ def control_event(s: Stream, position: int, cursor: str) -> bytes:
 
 def encode_chunk(app: StreamsApp, s: Stream, start: int, encoding: str) -> tuple[list[Buffer], int]:
     """One data event for the next chunk from start, chunk-framed."""
-    limit = app.config.max_read_bytes
+    # Events are built per reader when it catches up on its own: keep them
+    # near the transport's high-water mark so a slow reader costs little.
+    limit = min(app.config.max_read_bytes, SSE_CHUNK)
     views, end = app.engine.read(s, start, limit)
     data = b"".join(views)
     if encoding == "text":
@@ -174,11 +179,12 @@ def start(app: StreamsApp, s: Stream, res: Responder, position: int, cursor: str
     headers = EVENT_STREAM + (BASE64 if session.encoding == "base64" else b"")
     res.start(200, headers)
     res.on_close(session._gone)
+    app.sse_sessions.add(session)
     session.timer = asyncio.get_running_loop().call_later(app.config.sse_reconnect_interval, session.end)
     if position >= s.tail:
         # Caught up from the start: say so (and where the tail is) at once.
         res.write_framed(session._control_frame())
-        if s.closed:
+        if s.closed or app.shutting_down:
             session.end()
             return
     session.pump()
