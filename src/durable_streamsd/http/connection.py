@@ -49,9 +49,32 @@ class ServerState:
     requests: int = 0
     # Called with (responder, seconds) when a response ends; None: no access log.
     access_log: Callable[[Responder, float], None] | None = None
+    _sweeper: asyncio.TimerHandle | None = None
+
+    def start_sweeper(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One timer for all connections' timeouts: re-arming a per-request
+        call_later cost more than the whole sweep of idle connections."""
+        if self._sweeper is not None:
+            return
+
+        def sweep() -> None:
+            now = loop.time()
+            for conn in list(self.connections):
+                if conn.deadline <= now:
+                    conn.timed_out()
+            self._sweeper = loop.call_later(SWEEP_PERIOD, sweep)
+
+        self._sweeper = loop.call_later(SWEEP_PERIOD, sweep)
+
+    def stop_sweeper(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
 
 
 _IDLE, _HEADERS, _BODY, _BUSY = range(4)
+SWEEP_PERIOD = 0.1
+_NEVER = float("inf")
 
 
 class HttpConnection(asyncio.Protocol):
@@ -73,7 +96,7 @@ class HttpConnection(asyncio.Protocol):
         self._active: Responder | None = None
         self._broken = False
         self._reading_paused = False
-        self._timer: asyncio.TimerHandle | None = None
+        self.deadline = _NEVER
         self._phase = _IDLE
         self._loop = asyncio.get_running_loop()
         self._started = 0.0
@@ -97,9 +120,7 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.deadline = _NEVER
         active, self._active = self._active, None
         self._queue.clear()
         self.flow.clear()
@@ -222,13 +243,16 @@ class HttpConnection(asyncio.Protocol):
         parser = self.parser
         method = parser.get_method().decode("ascii", "replace")
         url = self._url
+        raw_path, _, raw_query = url.partition(b"?")
+        raw_path = raw_path.partition(b"#")[0]
+        if not raw_path.startswith(b"/"):
+            try:  # absolute-form target (http://host/path)
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                raise _Reject(400, "invalid request target") from None
+            raw_path, raw_query = parsed.path or b"/", parsed.query or b""
         try:
-            parsed = httptools.parse_url(url)
-        except httptools.HttpParserInvalidURLError:
-            raise _Reject(400, "invalid request target") from None
-        raw_path = parsed.path or b"/"
-        try:
-            path = unquote_to_bytes(raw_path).decode("utf-8")
+            path = (unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path).decode("utf-8")
         except UnicodeDecodeError:
             raise _Reject(400, "request path is not valid UTF-8") from None
         if "\x00" in path:
@@ -245,7 +269,7 @@ class HttpConnection(asyncio.Protocol):
             method=method,
             target=url,
             path=path,
-            query=(parsed.query or b"").decode("latin-1"),
+            query=raw_query.partition(b"#")[0].decode("latin-1"),
             headers=headers,
             body=body,
             host=headers.get("host", ""),
@@ -359,17 +383,13 @@ class HttpConnection(asyncio.Protocol):
 
     def _arm(self, seconds: float, phase: int) -> None:
         self._phase = phase
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._loop.call_later(seconds, self._timeout)
+        self.deadline = self._loop.time() + seconds
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.deadline = _NEVER
 
-    def _timeout(self) -> None:
-        self._timer = None
+    def timed_out(self) -> None:
+        self.deadline = _NEVER
         if self._active is not None or self.transport is None:
             return
         if self._phase == _IDLE:
@@ -408,7 +428,9 @@ async def serve(
 ) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
     if sock is not None:
+        state.start_sweeper(loop)
         return await loop.create_server(lambda: HttpConnection(state), sock=sock, backlog=backlog)
+    state.start_sweeper(loop)
     return await loop.create_server(lambda: HttpConnection(state), host, port, backlog=backlog, reuse_address=True)
 
 

@@ -170,6 +170,7 @@ async def serve_forever(config: Config, ready: asyncio.Event | None = None) -> N
         await maintenance
     await engine.close()
     state.dates.stop()
+    state.stop_sweeper()
     log.info("stopped", seconds=round(time.monotonic() - t0, 3), pid=os.getpid())
 
 
