@@ -124,7 +124,10 @@ class Responder:
         """Write already chunk-framed buffers (shared across readers)."""
         t = self._conn.transport
         if self.streaming and not self.done and t is not None and not t.is_closing():
-            t.writelines(frames)
+            if len(frames) == 1:
+                t.write(frames[0])
+            else:
+                t.writelines(frames)
 
     def write(self, data: Buffer) -> None:
         if data:

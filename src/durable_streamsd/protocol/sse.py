@@ -205,7 +205,11 @@ def wake(app: StreamsApp, s: Stream, position: int, sessions: list[SseSession]) 
                 sess.res.write_framed(sess._control_frame())
                 sess.end()
         return
-    shared: dict[str, tuple[list[Buffer], int]] = {}
+    # Encode once, write many: one data event per encoding, and one ready
+    # bytes object (data + control) per (encoding, echoed cursor), written to
+    # every reader that shares them with a single transport write.
+    encoded: dict[str, tuple[list[Buffer], int]] = {}
+    blobs: dict[tuple[str, str | None], bytes] = {}
     for sess in sessions:
         if sess.ended:
             continue
@@ -214,13 +218,17 @@ def wake(app: StreamsApp, s: Stream, position: int, sessions: list[SseSession]) 
             # once it drains instead of queueing more here.
             sess.res.on_drain(sess.pump)
             continue
-        enc = shared.get(sess.encoding)
+        enc = encoded.get(sess.encoding)
         if enc is None:
-            enc = shared[sess.encoding] = encode_chunk(app, s, position, sess.encoding)
+            enc = encoded[sess.encoding] = encode_chunk(app, s, position, sess.encoding)
         frames, end = enc
+        key = (sess.encoding, sess.cursor)
+        blob = blobs.get(key)
+        if blob is None:
+            control = chunk(control_event(s, end, next_cursor(sess.cursor)))
+            blob = blobs[key] = b"".join([*frames, *control])
         sess.position = end
-        sess.res.write_framed(frames)
-        sess.res.write_framed(sess._control_frame())
+        sess.res.write_framed((blob,))
         if end < s.tail or s.closed:
             sess.pump()
         else:
