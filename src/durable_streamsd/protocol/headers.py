@@ -47,9 +47,9 @@ def content_type(s: Stream) -> bytes:
 
 
 def rfc3339(ts: float) -> str:
-    t = time.gmtime(ts)
-    ms = int(round((ts - int(ts)) * 1000)) % 1000
-    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{ms:03d}Z"
+    # Round once, on the whole value, so 0.9996 s carries into the seconds.
+    seconds, ms = divmod(round(ts * 1000), 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z"
 
 
 def expiry(s: Stream) -> bytes:

@@ -15,6 +15,9 @@ from .errors import bad_request
 
 MAX_SAFE_INTEGER = 2**53 - 1
 MAX_TOKEN_BYTES = 1024
+# Timestamps must stay expressible in RFC 3339's four-digit years, in UTC.
+_YEAR_1 = -62135596800
+_YEAR_10000 = 253402300800
 
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})")
@@ -68,9 +71,12 @@ def parse_expires_at(value: str | None) -> float | None:
     if m:
         text = m.group(1) + m.group(2)
     try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
+        ts = datetime.fromisoformat(text).timestamp()
+    except (ValueError, OverflowError):
         raise bad_request("Stream-Expires-At is not a valid date and time") from None
+    if not _YEAR_1 <= ts < _YEAR_10000:
+        raise bad_request("Stream-Expires-At is out of range")
+    return ts
 
 
 def media_type(content_type: str) -> str:
