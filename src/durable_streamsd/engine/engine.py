@@ -189,6 +189,7 @@ class Engine:
     def get(self, path: str) -> Stream | None:
         s = self.by_path.get(path)
         if s is not None:
+            self._keep_alive_for_readers(s)
             due = s.deadline()
             if due is not None and due <= self.clock():
                 self.delete(s, _noop)
@@ -300,6 +301,7 @@ class Engine:
             s = self.by_id.get(stream_id)
             if s is None:
                 continue
+            self._keep_alive_for_readers(s)
             due = s.deadline()
             if due is None:
                 continue
@@ -310,6 +312,12 @@ class Engine:
                 self.delete(s, _noop)
                 expired += 1
         return expired
+
+    def _keep_alive_for_readers(self, s: Stream) -> None:
+        """A sliding TTL does not run out while live readers wait on the
+        stream (the TTL resets when a live read starts and they keep it)."""
+        if s.config.ttl is not None and len(s.waiters):
+            s.last_access = self.clock()
 
     def _schedule_deadline(self, s: Stream) -> None:
         due = s.deadline()

@@ -224,6 +224,12 @@ class HttpConnection(asyncio.Protocol):
             if int(cl) > self.limits.max_body_bytes:
                 raise _Reject(413, f"request body larger than {self.limits.max_body_bytes} bytes")
         self._expect_body = te or (cl is not None and int(cl) > 0)
+        if self._expect_body and self._active is None and not self._queue and self.transport is not None:
+            for name, value in self._headers:
+                if name.lower() == b"expect" and value.strip().lower() == b"100-continue":
+                    # The limits above have passed: invite the body now.
+                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    break
         if self.parser.should_upgrade():
             if te:
                 raise _Reject(400, "chunked bodies cannot accompany an upgrade offer")

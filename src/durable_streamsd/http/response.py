@@ -77,7 +77,7 @@ class Responder:
                 conn.common_headers,
                 headers,
                 # HEAD and 304 answers describe a body they do not carry.
-                b"" if self.head_only or status == 304 else b"content-length: %d\r\n" % length,
+                b"" if self.head_only or status in (204, 304) else b"content-length: %d\r\n" % length,
                 b"" if self.keep_alive else _CLOSE,
                 b"\r\n",
             )

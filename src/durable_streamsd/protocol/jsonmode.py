@@ -36,9 +36,18 @@ def _loads(body: bytes) -> Any:
     # must still refuse).
     try:
         text = body.decode("utf-8")
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise bad_request("body is not valid JSON") from None
+
+
+def _finite_float(text: str) -> float:
+    # 1e400 is valid JSON syntax but has no finite value; storing it would
+    # mean writing null or Infinity, changing the message or breaking JSON.
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("number out of range")
+    return value
 
 
 def _dumps(value: Any) -> bytes:
@@ -47,9 +56,13 @@ def _dumps(value: Any) -> bytes:
     except (orjson.JSONEncodeError, TypeError):
         pass
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
     except RecursionError:
         raise bad_request("JSON nested too deeply") from None
+    except (ValueError, UnicodeEncodeError):
+        # Lone surrogates (\ud800) and non-finite numbers cannot be stored
+        # as valid UTF-8 JSON.
+        raise bad_request("body holds a value that cannot be stored as valid JSON") from None
 
 
 def frame_messages(body: bytes, allow_empty: bool) -> tuple[bytes, list[int]]:

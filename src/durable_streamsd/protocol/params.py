@@ -74,7 +74,8 @@ def parse_expires_at(value: str | None) -> float | None:
         ts = datetime.fromisoformat(text).timestamp()
     except (ValueError, OverflowError):
         raise bad_request("Stream-Expires-At is not a valid date and time") from None
-    if not _YEAR_1 <= ts < _YEAR_10000:
+    # Checked after rounding to the milliseconds it is echoed back with.
+    if not _YEAR_1 * 1000 <= round(ts * 1000) < _YEAR_10000 * 1000:
         raise bad_request("Stream-Expires-At is out of range")
     return ts
 
