@@ -8,7 +8,7 @@ PORT ?= 4437
 DATA_DIR ?= ./data
 CONFORMANCE := tests/conformance
 
-.PHONY: serve install install-test test pytest conformance lint typecheck bench soak clean
+.PHONY: serve install install-test test pytest conformance lint typecheck bench bench-deps soak clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,21 @@ lint: $(VENV)/.installed-test
 
 typecheck: $(VENV)/.installed-test
 	$(VENV)/bin/mypy
+
+# Side by side with the reference server; BENCH_ARGS=--quick for a smoke run.
+BENCH_ARGS ?=
+bench: install $(CONFORMANCE)/node_modules/.installed bench-deps
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+bench-deps: $(VENV)/.installed
+	@command -v wrk >/dev/null 2>&1 || { apt-get update && apt-get install -y wrk; }
+	@$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q matplotlib
+	@case "$(BENCH_ARGS)" in *--py-spy*) test -x $(VENV)/bin/py-spy || $(PY) -m pip install -q py-spy;; esac
+
+# kill -9 soak with fuzz bursts; SOAK_SECONDS=20 for a quick check.
+SOAK_SECONDS ?= 300
+soak: $(VENV)/.installed-test
+	$(PY) tests/soak/run_soak.py --seconds $(SOAK_SECONDS)
 
 clean:
 	rm -rf $(VENV) $(CONFORMANCE)/node_modules
