@@ -14,10 +14,10 @@ import zlib
 from dataclasses import dataclass, field
 
 from . import checkpoint as ckpt
-from .engine import Engine, EngineOptions
+from .engine import CorruptDataError, Engine, EngineOptions
 from .records import parse_frame
 from .stream import INDEX_ENTRY
-from .wal import _resume_probe, _valid_record_after, list_wal_files
+from .wal import CorruptLogError, _resume_probe, _valid_record_after, list_wal_files
 
 
 @dataclass
@@ -137,7 +137,12 @@ def _truncate(path: str, off: int) -> None:
 def _check_streams(data_dir: str, report: CheckReport) -> None:
     """Recover (as the daemon would) and verify every unit's checksum."""
     engine = Engine(data_dir, EngineOptions(wal_file_bytes=0))
-    rec = engine.open()
+    try:
+        rec = engine.open()
+    except (CorruptDataError, CorruptLogError) as exc:
+        report.problems.append(str(exc))
+        engine.executor.shutdown()
+        return
     if rec.torn_bytes:
         report.repaired.append(f"{rec.torn_file}: truncated a torn tail of {rec.torn_bytes} bytes")
     units = 0
