@@ -59,18 +59,15 @@ class SseSession:
     # -- lifecycle
 
     def end(self) -> None:
+        """Finish the response (reconnect interval, EOF, shutdown)."""
         if self.ended:
             return
-        self.ended = True
-        self.app.sse_sessions.discard(self)
-        self._unpark()
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._gone()
         self.res.on_close(None)
         self.res.end()
 
     def _gone(self) -> None:
+        """Stop everything the session holds (also when the client left)."""
         self.ended = True
         self.app.sse_sessions.discard(self)
         self._unpark()
