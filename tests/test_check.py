@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.support.client import Client
@@ -146,3 +147,29 @@ def test_checksum_mismatch_in_checkpointed_data_refuses_start(tmp_path: Path) ->
         assert "checksum mismatch" in str(exc) and "position" in str(exc)
     out = run_check(data)
     assert out.returncode == 1 and "PROBLEM" in out.stderr and "checksum mismatch" in out.stderr
+
+
+def test_missing_catalog_refuses_start_and_repair_restores_it(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    srv = fill(data, "--checkpoint-interval", "0.2")
+    c = Client(srv.port)
+    for i in range(4):
+        # Several checkpoints apart: the log before the previous one is dropped.
+        time.sleep(0.6)
+        assert c.request("POST", "/k/a", b"m%d;" % i, {"Content-Type": "text/plain"}).status == 204
+    c.close()
+    expected = read(srv, "/k/a")
+    srv.stop()
+    assert min(int(p.stem) for p in (data / "wal").glob("*.wal")) > 1, "the log was never truncated"
+    (data / "catalog.json").unlink()
+    broken = ServerProcess(data)
+    try:
+        broken.start(timeout=10)
+        raise AssertionError("started without its catalog")
+    except RuntimeError as exc:
+        assert "catalog.json" in str(exc) and "missing" in str(exc)
+    out = run_check(data, "--repair")
+    assert out.returncode == 0, out.stdout + out.stderr
+    again = ServerProcess(data).start()
+    assert read(again, "/k/a") == expected
+    again.stop()
