@@ -101,8 +101,9 @@ class SseSession:
                 return
             frames, end = encode_chunk(self.app, s, self.position, self.encoding)
             self.position = end
-            self.res.write_framed(frames)
-            self.res.write_framed(self._control_frame())
+            # One write for the data event and its control event: they are
+            # one unit for a reader (and leave in one segment when small).
+            self.res.write_framed((b"".join([*frames, *self._control_frame()]),))
         if s.closed or self.app.shutting_down:
             self.end()
             return
