@@ -69,6 +69,7 @@ class Harness:
         if self.engine.wal is not None:
             self.engine.wal.close()
         self.engine.executor.shutdown(wait=True)
+        self.engine.sync_executor.shutdown(wait=True)
         if self.engine.spares is not None:
             self.engine.spares.join()
         self.loop.close()

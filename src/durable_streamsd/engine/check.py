@@ -142,6 +142,7 @@ def _check_streams(data_dir: str, report: CheckReport) -> None:
     except (CorruptDataError, CorruptLogError) as exc:
         report.problems.append(str(exc))
         engine.executor.shutdown()
+        engine.sync_executor.shutdown()
         return
     if rec.torn_bytes:
         report.repaired.append(f"{rec.torn_file}: truncated a torn tail of {rec.torn_bytes} bytes")
