@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support.client import Client
 from tests.support.server import ROOT, ServerProcess
 
@@ -30,6 +32,13 @@ def fill(data: Path, *args: str, appends: int = 20) -> ServerProcess:
         assert c.request("POST", "/k/a", b"a%d;" % i, {"Content-Type": "text/plain"}).status == 204
     c.close()
     return srv
+
+
+def refused_start(data: Path) -> str:
+    """Start the daemon on damaged data: it must exit; returns what it said."""
+    with pytest.raises(RuntimeError) as refused:
+        ServerProcess(data).start(timeout=10)
+    return str(refused.value)
 
 
 def read(srv: ServerProcess, path: str) -> bytes:
@@ -65,12 +74,8 @@ def test_damaged_catalog_refuses_start_and_repair_rebuilds_it(tmp_path: Path) ->
     raw[len(raw) // 2] ^= 0x55
     catalog.write_bytes(bytes(raw))
 
-    broken = ServerProcess(data)
-    try:
-        broken.start(timeout=10)
-        raise AssertionError("started on a damaged catalog")
-    except RuntimeError as exc:
-        assert "catalog.json" in str(exc) and "check" in str(exc)
+    message = refused_start(data)
+    assert "catalog.json" in message and "check" in message
 
     out = run_check(data)
     assert out.returncode == 1 and "catalog.json" in out.stderr
@@ -93,12 +98,8 @@ def test_corrupt_log_record_refuses_start_and_repair_cuts_the_log(tmp_path: Path
     raw[used // 2] ^= 0xFF
     wal.write_bytes(bytes(raw))
 
-    broken = ServerProcess(data)
-    try:
-        broken.start(timeout=10)
-        raise AssertionError("started on a corrupt log")
-    except RuntimeError as exc:
-        assert wal.name in str(exc)
+    message = refused_start(data)
+    assert wal.name in message
 
     out = run_check(data)
     assert out.returncode == 1 and wal.name in out.stderr and "byte" in out.stderr
@@ -139,12 +140,8 @@ def test_checksum_mismatch_in_checkpointed_data_refuses_start(tmp_path: Path) ->
     assert raw[: len(stored)] == stored
     raw[len(stored) - 2] ^= 0x01  # a bit flip inside the last append
     seg.write_bytes(bytes(raw))
-    broken = ServerProcess(data)
-    try:
-        broken.start(timeout=10)
-        raise AssertionError("started on corrupt segment data")
-    except RuntimeError as exc:
-        assert "checksum mismatch" in str(exc) and "position" in str(exc)
+    message = refused_start(data)
+    assert "checksum mismatch" in message and "position" in message
     out = run_check(data)
     assert out.returncode == 1 and "PROBLEM" in out.stderr and "checksum mismatch" in out.stderr
 
@@ -162,12 +159,8 @@ def test_missing_catalog_refuses_start_and_repair_restores_it(tmp_path: Path) ->
     srv.stop()
     assert min(int(p.stem) for p in (data / "wal").glob("*.wal")) > 1, "the log was never truncated"
     (data / "catalog.json").unlink()
-    broken = ServerProcess(data)
-    try:
-        broken.start(timeout=10)
-        raise AssertionError("started without its catalog")
-    except RuntimeError as exc:
-        assert "catalog.json" in str(exc) and "missing" in str(exc)
+    message = refused_start(data)
+    assert "catalog.json" in message and "missing" in message
     out = run_check(data, "--repair")
     assert out.returncode == 0, out.stdout + out.stderr
     again = ServerProcess(data).start()
