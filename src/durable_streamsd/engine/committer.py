@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
+import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 Done = Callable[[BaseException | None], None]
 
@@ -26,8 +27,59 @@ class StorageFailedError(Exception):
     so the engine refuses writes until it is restarted and recovered."""
 
 
+SyncJob = tuple[Callable[[int], None], list[int], int, Callable[[BaseException | None], None]]
+
+
+class SyncThread:
+    """The thread that runs log syncs, one at a time.
+
+    A bare thread fed through a SimpleQueue, answering with one
+    call_soon_threadsafe: an executor's futures chained into asyncio futures
+    cost more Python work per sync than everything else in a small append.
+    """
+
+    def __init__(self, name: str = "ds-sync") -> None:
+        self._jobs: queue.SimpleQueue[SyncJob | None] = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._name = name
+
+    def submit(self, loop: asyncio.AbstractEventLoop, job: SyncJob) -> None:
+        if self._thread is None:
+            self._loop = loop
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+        self._jobs.put(job)
+
+    def shutdown(self, wait: bool = True) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            if wait:
+                self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        jobs = self._jobs
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            sync, fds, n_old, reply = job
+            error: BaseException | None = None
+            try:
+                _sync_fds(sync, fds, n_old)
+            except BaseException as exc:  # noqa: BLE001 - handed to the loop as the sync's outcome
+                error = exc
+            loop = self._loop
+            assert loop is not None
+            try:
+                loop.call_soon_threadsafe(reply, error)
+            except RuntimeError:
+                return  # the loop is closed: nobody is waiting any more
+
+
 class Committer:
-    def __init__(self, mode: str, interval: float, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, mode: str, interval: float, executor: SyncThread) -> None:
         if mode not in FSYNC_MODES:
             raise ValueError(f"fsync mode must be one of {FSYNC_MODES}")
         self.mode = mode
@@ -106,13 +158,11 @@ class Committer:
         n_old = len(self._old_fds)
         self._old_fds = []
         self._in_flight = True
-        fut = self._loop.run_in_executor(self.executor, _sync_fds, self.sync, fds, n_old)
-        fut.add_done_callback(lambda f: self._synced(target, f))
+        self.executor.submit(self._loop, (self.sync, fds, n_old, lambda exc: self._synced(target, exc)))
 
-    def _synced(self, target: int, fut: asyncio.Future[None]) -> None:
+    def _synced(self, target: int, exc: BaseException | None) -> None:
         self._in_flight = False
         self.syncs += 1
-        exc = fut.exception()
         if exc is not None:
             self.fail(exc)
             return

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 
 from . import checkpoint as ckpt
 from . import records as rec
-from .committer import Committer, Done, StorageFailedError
+from .committer import Committer, Done, StorageFailedError, SyncThread
 from .records import AppendBody, CreateBody, Producer
-from .segments import SegmentCache, SegmentStore
+from .segments import SegmentCache, SegmentStore, segment_name
 from .stream import INDEX_ENTRY, ProducerState, Stream, StreamConfig
 from .wal import CorruptLogError, ScanResult, Spares, WalWriter, list_wal_files, scan
 
@@ -96,14 +96,15 @@ class Engine:
         # Log syncs get a thread of their own: a checkpoint syncing many
         # segment files must never hold up group commit (it stalled creates
         # for up to 30 s with 100,000 streams when they shared one).
-        self.sync_executor = ThreadPoolExecutor(1, thread_name_prefix="ds-sync")
+        self.sync_executor = SyncThread("ds-sync")
         self.committer = Committer(self.options.fsync, self.options.fsync_interval, self.sync_executor)
         self.wal: WalWriter | None = None
         self.spares: Spares | None = None
         self.wake_listener: WakeListener | None = None
         self._deadlines: list[tuple[float, int]] = []
         self._dirty_streams: set[Stream] = set()
-        self._dirty_segments: set[str] = set()
+        # (stream directory, segment base): paths are built at checkpoint time.
+        self._dirty_segments: set[tuple[str, int]] = set()
         self._entries: dict[int, bytes] = {}
         self._retry: _CheckpointJob | None = None
         self._checkpointing = False
@@ -393,7 +394,7 @@ class Engine:
                 s.unflushed_index = bytearray()
             self._entries[s.id] = ckpt.encode_stream(s, s.index_units)
         self._dirty_streams.clear()
-        job.segments.extend(self._dirty_segments)
+        job.segments.extend(os.path.join(d, segment_name(base)) for d, base in self._dirty_segments)
         self._dirty_segments.clear()
         job.catalog = ckpt.encode_catalog(lsn, self.next_id, list(self._entries.values()))
         return job
@@ -480,8 +481,7 @@ class Engine:
 
     def _apply_append(self, s: Stream, a: AppendBody) -> None:
         if a.payload:
-            for base in s.store.write(a.position, a.payload):
-                self._dirty_segments.add(os.path.join(s.store.directory, f"{base:016x}.seg"))
+            s.store.write(a.position, a.payload, self._dirty_segments)
             s.add_units(a.position, a.payload, a.unit_lengths)
             s.pending_tail = a.position + len(a.payload)
         if a.producer is not None:

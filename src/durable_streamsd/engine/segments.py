@@ -129,9 +129,9 @@ class SegmentStore:
             self._cache.get(self.directory, base, cap, create=True)
             rel = base + cap
 
-    def write(self, position: int, data: bytes | memoryview) -> set[int]:
-        """Copy data into the maps at position; returns the bases touched."""
-        touched: set[int] = set()
+    def write(self, position: int, data: bytes | memoryview, touched: set[tuple[str, int]]) -> None:
+        """Copy data into the maps at position, adding (directory, base) of
+        each segment written to touched."""
         rel = position - self.origin
         view = memoryview(data)
         done = 0
@@ -143,10 +143,9 @@ class SegmentStore:
             off = rel - base
             n = min(cap - off, total - done)
             mm[off : off + n] = view[done : done + n]
-            touched.add(base)
+            touched.add((self.directory, base))
             done += n
             rel += n
-        return touched
 
     def views(self, start: int, end: int) -> list[memoryview]:
         """Zero-copy views of [start, end), one per segment crossed."""

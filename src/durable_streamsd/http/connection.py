@@ -87,7 +87,7 @@ class HttpConnection(asyncio.Protocol):
         self.flow = FlowControl()
         self.parser = httptools.HttpRequestParser(self)
         self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._headers: dict[str, str] = {}
         self._header_bytes = 0
         self._body: list[bytes] = []
         self._body_bytes = 0
@@ -186,7 +186,7 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._url = b""
-        self._headers = []
+        self._headers = {}
         self._header_bytes = 0
         self._body = []
         self._body_bytes = 0
@@ -203,37 +203,41 @@ class HttpConnection(asyncio.Protocol):
         self._header_bytes += len(name) + len(value) + 4
         if self._header_bytes > self.limits.max_header_bytes:
             raise _Reject(431, "request headers too large")
-        self._headers.append((name, value))
+        # Straight into the dict the handler reads: one pass per header.
+        key = _NAMES.get(name)
+        if key is None:
+            key = name.decode("latin-1").lower()
+        headers = self._headers
+        prev = headers.get(key)
+        headers[key] = value.decode("latin-1") if prev is None else prev + ", " + value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        cl: bytes | None = None
-        te = False
-        for name, value in self._headers:
-            lname = name.lower()
-            if lname == b"content-length":
-                if cl is not None and cl != value:
-                    raise _Reject(400, "conflicting Content-Length headers")
-                cl = value
-            elif lname == b"transfer-encoding":
-                te = True
-        if cl is not None and te:
-            raise _Reject(400, "Content-Length together with Transfer-Encoding")
-        if cl is not None:
-            if not cl.strip().isdigit():
+        headers = self._headers
+        te = "transfer-encoding" in headers
+        cl_text = headers.get("content-length")
+        cl: int | None = None
+        if cl_text is not None:
+            values = {v.strip() for v in cl_text.split(",")} if "," in cl_text else (cl_text.strip(),)
+            if len(values) != 1:
+                raise _Reject(400, "conflicting Content-Length headers")
+            (only,) = values
+            if te:
+                raise _Reject(400, "Content-Length together with Transfer-Encoding")
+            if not only.isdigit() or not only.isascii():
                 raise _Reject(400, "invalid Content-Length")
-            if int(cl) > self.limits.max_body_bytes:
+            cl = int(only)
+            if cl > self.limits.max_body_bytes:
                 raise _Reject(413, f"request body larger than {self.limits.max_body_bytes} bytes")
-        self._expect_body = te or (cl is not None and int(cl) > 0)
+        self._expect_body = te or (cl is not None and cl > 0)
         if self._expect_body and self._active is None and not self._queue and self.transport is not None:
-            for name, value in self._headers:
-                if name.lower() == b"expect" and value.strip().lower() == b"100-continue":
-                    # The limits above have passed: invite the body now.
-                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                    break
+            expect = headers.get("expect")
+            if expect is not None and expect.strip().lower() == "100-continue":
+                # The limits above have passed: invite the body now.
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if self.parser.should_upgrade():
             if te:
                 raise _Reject(400, "chunked bodies cannot accompany an upgrade offer")
-            self._upgrade_length = int(cl) if cl is not None else 0
+            self._upgrade_length = cl or 0
         if self._expect_body and self._active is None:
             self._arm(self.limits.body_timeout, _BODY)
 
@@ -247,10 +251,12 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         parser = self.parser
-        method = parser.get_method().decode("ascii", "replace")
+        raw_method = parser.get_method()
+        method = _METHODS.get(raw_method) or raw_method.decode("ascii", "replace")
         url = self._url
         raw_path, _, raw_query = url.partition(b"?")
-        raw_path = raw_path.partition(b"#")[0]
+        if b"#" in raw_path:
+            raw_path = raw_path.partition(b"#")[0]
         if not raw_path.startswith(b"/"):
             try:  # absolute-form target (http://host/path)
                 parsed = httptools.parse_url(url)
@@ -263,23 +269,12 @@ class HttpConnection(asyncio.Protocol):
             raise _Reject(400, "request path is not valid UTF-8") from None
         if "\x00" in path:
             raise _Reject(400, "request path contains a NUL byte")
-        headers: dict[str, str] = {}
-        for name, value in self._headers:
-            key = name.decode("latin-1").lower()
-            val = value.decode("latin-1")
-            prev = headers.get(key)
-            headers[key] = val if prev is None else prev + ", " + val
+        headers = self._headers
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         self._body = []
-        req = Request(
-            method=method,
-            target=url,
-            path=path,
-            query=raw_query.partition(b"#")[0].decode("latin-1"),
-            headers=headers,
-            body=body,
-            host=headers.get("host", ""),
-        )
+        if b"#" in raw_query:
+            raw_query = raw_query.partition(b"#")[0]
+        req = Request(method, url, path, raw_query.decode("latin-1"), headers, body, headers.get("host", ""))
         if self._upgrade_length is not None:
             headers.pop("upgrade", None)
             headers["connection"] = "keep-alive"
@@ -305,15 +300,18 @@ class HttpConnection(asyncio.Protocol):
         if isinstance(item, _Reject):
             self._send_error(item)
             return
-        self._cancel_timer()
+        state = self.state
+        self.deadline = _NEVER
         self._phase = _BUSY
-        keep_alive = item.headers.get("connection", "").lower() != "close" and self.state.accepting
+        conn_header = item.headers.get("connection")
+        keep_alive = state.accepting and (conn_header is None or conn_header.lower() != "close")
         responder = Responder(self, item, keep_alive)
         self._active = responder
-        self._started = self._loop.time()
-        self.state.requests += 1
+        if state.access_log is not None:
+            self._started = self._loop.time()
+        state.requests += 1
         try:
-            self.state.handler(item, responder)
+            state.handler(item, responder)
         except Exception:
             request_id = f"{id(self):x}-{self.state.requests}"
             log.exception("unhandled error for %s %s (request id %s)", item.method, item.path, request_id)
@@ -412,6 +410,31 @@ class HttpConnection(asyncio.Protocol):
     def idle(self) -> bool:
         return self._active is None and self._phase == _IDLE
 
+
+# Decoded once: the names and methods nearly every request carries.
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS")}
+_NAMES = {
+    raw: raw.decode().lower()
+    for name in (
+        "Host",
+        "Content-Type",
+        "Content-Length",
+        "Connection",
+        "Accept",
+        "Accept-Encoding",
+        "User-Agent",
+        "Authorization",
+        "If-None-Match",
+        "Origin",
+        "Producer-Id",
+        "Producer-Epoch",
+        "Producer-Seq",
+        "Stream-Seq",
+        "Stream-Closed",
+        "Transfer-Encoding",
+    )
+    for raw in (name.encode(), name.lower().encode())
+}
 
 _REQUEST_LINE = re.compile(rb"[A-Za-z]+ \S+ HTTP/\d\.\d\r?\n")
 

@@ -58,7 +58,8 @@ class StreamsApp:
                 raise ProtocolError(
                     405, f"method {req.method} not allowed", b"allow: " + ALLOWED_METHODS.encode() + b"\r\n"
                 )
-            if req.method != "OPTIONS" and RESERVED_SEGMENT in req.path.split("/"):
+            path = req.path
+            if RESERVED_SEGMENT in path and req.method != "OPTIONS" and RESERVED_SEGMENT in path.split("/"):
                 raise ProtocolError(404, "reserved path: control APIs under __ds are not available")
             route(self, req, res)
         except ProtocolError as exc:
