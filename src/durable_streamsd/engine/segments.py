@@ -123,6 +123,10 @@ class SegmentStore:
         if length <= 0:
             return
         rel = position - self.origin
+        base, cap = segment_of(rel)
+        if rel + length <= base + cap:  # the usual case: one segment
+            self._cache.get(self.directory, base, cap, create=True)
+            return
         end = rel + length
         while rel < end:
             base, cap = segment_of(rel)
@@ -133,9 +137,17 @@ class SegmentStore:
         """Copy data into the maps at position, adding (directory, base) of
         each segment written to touched."""
         rel = position - self.origin
+        total = len(data)
+        base, cap = segment_of(rel)
+        off = rel - base
+        if off + total <= cap:  # the usual case: one segment, no views needed
+            mm = self._cache.get(self.directory, base, cap, create=True)
+            assert mm is not None
+            mm[off : off + total] = data
+            touched.add((self.directory, base))
+            return
         view = memoryview(data)
         done = 0
-        total = len(view)
         while done < total:
             base, cap = segment_of(rel)
             mm = self._cache.get(self.directory, base, cap, create=True)

@@ -111,6 +111,12 @@ class Stream:
     def add_units(self, position: int, payload: bytes, lengths: list[int]) -> None:
         """Record index entries for units just written at position."""
         buf = self.unflushed_index
+        if len(lengths) == 1:
+            end = position + lengths[0]
+            buf += INDEX_ENTRY.pack(position, lengths[0], zlib.crc32(payload))
+            if self._boundaries is not None:
+                self._boundaries.append(end)
+            return
         off = 0
         pos = position
         view = memoryview(payload)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 from ..engine import Stream
-from .offsets import format_offset
 
 EXPOSED = (
     "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Stream-TTL, "
@@ -39,11 +38,21 @@ def line(name: str, value: str | int) -> bytes:
 
 
 def next_offset(s: Stream, position: int) -> bytes:
-    return b"stream-next-offset: " + format_offset(s.id, position).encode() + b"\r\n"
+    # The same text as format_offset, in one bytes formatting step.
+    return b"stream-next-offset: %016x_%016x\r\n" % (s.id, position)
 
 
 def content_type(s: Stream) -> bytes:
-    return line("content-type", s.config.content_type)
+    ctype = s.config.content_type
+    known = _CONTENT_TYPE_LINES.get(ctype)
+    if known is None:
+        if len(_CONTENT_TYPE_LINES) >= 1024:
+            _CONTENT_TYPE_LINES.clear()
+        known = _CONTENT_TYPE_LINES[ctype] = line("content-type", ctype)
+    return known
+
+
+_CONTENT_TYPE_LINES: dict[str, bytes] = {}
 
 
 def rfc3339(ts: float) -> str:
