@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 import pytest
@@ -25,6 +26,7 @@ from durable_streamsd.engine.segments import MAX_SEGMENT, MIN_SEGMENT, segment_o
 from durable_streamsd.protocol.headers import next_offset
 from durable_streamsd.protocol.jsonmode import frame_messages, wrap_array
 from durable_streamsd.protocol.offsets import format_offset, parse_offset
+from durable_streamsd.protocol.params import query_params
 
 PROPS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -102,6 +104,18 @@ def test_offsets_sort_like_positions(a: int, b: int) -> None:
 def test_next_offset_header_carries_the_offset_token(stream_id: int, position: int) -> None:
     s = SimpleNamespace(id=stream_id)
     assert next_offset(s, position) == f"stream-next-offset: {format_offset(stream_id, position)}\r\n".encode()  # type: ignore[arg-type]
+
+
+@given(st.text(alphabet="ab=&;-_.~09xyzé%+", max_size=40))
+def test_query_params_match_the_standard_parser(query: str) -> None:
+    """The fast split of plain queries gives exactly what parse_qsl gives."""
+    expected: dict[str, list[str]] = {}
+    try:
+        for k, v in parse_qsl(query, keep_blank_values=True, errors="strict"):
+            expected.setdefault(k, []).append(v)
+    except UnicodeDecodeError:
+        return  # the slow path's 400, tested with bad input
+    assert query_params(query) == expected
 
 
 @given(

@@ -161,9 +161,15 @@ class SegmentStore:
 
     def views(self, start: int, end: int) -> list[memoryview]:
         """Zero-copy views of [start, end), one per segment crossed."""
-        parts: list[memoryview] = []
         rel = start - self.origin
         rel_end = end - self.origin
+        base, cap = segment_of(rel)
+        if rel_end <= base + cap:  # the usual case: one segment
+            mm = self._cache.get(self.directory, base, cap, create=False)
+            if mm is None:
+                raise FileNotFoundError(os.path.join(self.directory, segment_name(base)))
+            return [memoryview(mm)[rel - base : rel_end - base]]
+        parts: list[memoryview] = []
         while rel < rel_end:
             base, cap = segment_of(rel)
             mm = self._cache.get(self.directory, base, cap, create=False)

@@ -67,9 +67,12 @@ class Responder:
         if isinstance(body, (bytes, bytearray, memoryview)):
             parts: Sequence[Buffer] = (body,) if body else ()
             length = len(body)
+        elif len(body) == 1:
+            parts = body
+            length = len(body[0])
         else:
             parts = body
-            length = sum(len(p) for p in parts)
+            length = sum(map(len, parts))
         head = b"".join(
             (
                 STATUS_LINES[status],

@@ -27,6 +27,18 @@ _MEDIA_TYPE = re.compile(rf"\s*({_TOKEN})/({_TOKEN})\s*(;.*)?", re.DOTALL)
 
 def query_params(query: str) -> dict[str, list[str]]:
     params: dict[str, list[str]] = {}
+    if "%" not in query and "+" not in query:
+        # Nothing to decode (offsets, live modes and cursors never need it):
+        # the same pairs parse_qsl would give, without its per-pair work.
+        for pair in query.split("&"):
+            if pair:
+                name, _, value = pair.partition("=")
+                values = params.get(name)
+                if values is None:
+                    params[name] = [value]
+                else:
+                    values.append(value)
+        return params
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=False, errors="strict")
     except (ValueError, UnicodeDecodeError):
