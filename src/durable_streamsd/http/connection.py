@@ -47,6 +47,9 @@ class ServerState:
     connections: set[HttpConnection] = field(default_factory=set)
     accepting: bool = True
     requests: int = 0
+    # The loop's clock as of the last sweep: arming a timeout reads this
+    # instead of calling loop.time() several times per request.
+    now: float = 0.0
     # Called with (responder, seconds) when a response ends; None: no access log.
     access_log: Callable[[Responder, float], None] | None = None
     _sweeper: asyncio.TimerHandle | None = None
@@ -58,12 +61,16 @@ class ServerState:
             return
 
         def sweep() -> None:
-            now = loop.time()
+            now = self.now = loop.time()
+            # Deadlines were set from a clock up to one period stale: allow
+            # for that, so no timeout ever fires early.
+            due = now - SWEEP_PERIOD
             for conn in list(self.connections):
-                if conn.deadline <= now:
+                if conn.deadline <= due:
                     conn.timed_out()
             self._sweeper = loop.call_later(SWEEP_PERIOD, sweep)
 
+        self.now = loop.time()
         self._sweeper = loop.call_later(SWEEP_PERIOD, sweep)
 
     def stop_sweeper(self) -> None:
@@ -216,7 +223,11 @@ class HttpConnection(asyncio.Protocol):
         te = "transfer-encoding" in headers
         cl_text = headers.get("content-length")
         cl: int | None = None
-        if cl_text is not None:
+        if cl_text is not None and cl_text.isdigit() and cl_text.isascii() and not te:
+            cl = int(cl_text)
+            if cl > self.limits.max_body_bytes:
+                raise _Reject(413, f"request body larger than {self.limits.max_body_bytes} bytes")
+        elif cl_text is not None:
             values = {v.strip() for v in cl_text.split(",")} if "," in cl_text else (cl_text.strip(),)
             if len(values) != 1:
                 raise _Reject(400, "conflicting Content-Length headers")
@@ -387,7 +398,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _arm(self, seconds: float, phase: int) -> None:
         self._phase = phase
-        self.deadline = self._loop.time() + seconds
+        self.deadline = self.state.now + seconds
 
     def _cancel_timer(self) -> None:
         self.deadline = _NEVER
