@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from ..engine import Engine, StorageFailedError, StorageFullError, Stream
 from ..http import Request, Responder
 from . import append, create, delete, head, longpoll, options, read, sse
+from .answer_cache import AnswerCache
 from .auth import TokenTable
 from .errors import ProtocolError
 from .headers import ALLOWED_METHODS, TEXT
@@ -38,6 +39,7 @@ class StreamsApp:
         self.config = config
         engine.wake_listener = self._on_wake
         self.shutting_down = False
+        self.answers = AnswerCache()
         # Every open SSE session, parked or not, so shutdown can end them all.
         self.sse_sessions: set[sse.SseSession] = set()
         self._routes: dict[str, Callable[[StreamsApp, Request, Responder], None]] = {
