@@ -27,15 +27,21 @@ class StorageFailedError(Exception):
     so the engine refuses writes until it is restarted and recovered."""
 
 
-SyncJob = tuple[Callable[[int], None], list[int], int, Callable[[BaseException | None], None]]
+# Log bytes the loop handed over: (fd, file offset, data).
+PendingWrite = tuple[int, int, bytes | bytearray]
+SyncJob = tuple[Callable[[int], None], PendingWrite | None, list[int], int, Callable[[BaseException | None], None]]
 
 
 class SyncThread:
-    """The thread that runs log syncs, one at a time.
+    """The thread that writes batched log records and syncs them, one batch
+    at a time.
 
-    A bare thread fed through a SimpleQueue, answering with one
-    call_soon_threadsafe: an executor's futures chained into asyncio futures
-    cost more Python work per sync than everything else in a small append.
+    The write happens here, not on the loop: a pwrite into the page a sync
+    is still writing back waits for that I/O, and on the loop that wait left
+    the core idle ~8% of the time under append load. A bare thread fed
+    through a SimpleQueue, answering with one call_soon_threadsafe: an
+    executor's futures chained into asyncio futures cost more Python work
+    per sync than everything else in a small append.
     """
 
     def __init__(self, name: str = "ds-sync") -> None:
@@ -64,9 +70,11 @@ class SyncThread:
             job = jobs.get()
             if job is None:
                 return
-            sync, fds, n_old, reply = job
+            sync, write, fds, n_old, reply = job
             error: BaseException | None = None
             try:
+                if write is not None:
+                    _write_all(*write)
                 _sync_fds(sync, fds, n_old)
             except BaseException as exc:  # noqa: BLE001 - handed to the loop as the sync's outcome
                 error = exc
@@ -97,8 +105,9 @@ class Committer:
         self._timer: asyncio.TimerHandle | None = None
         # The sync primitive; fault-injection tests swap in one that fails.
         self.sync: Callable[[int], None] = os.fdatasync
-        # Writes out log records buffered on the loop; set by the engine.
-        self.flush: Callable[[], None] = _nothing
+        # Hands over log records buffered on the loop, for the sync thread
+        # to write before it syncs; set by the engine.
+        self.take: Callable[[], PendingWrite | None] = _nothing
 
     def start(self, loop: asyncio.AbstractEventLoop, fd: int, lsn: int) -> None:
         self._loop = loop
@@ -148,17 +157,13 @@ class Committer:
 
     def _kick(self) -> None:
         assert self._loop is not None
-        try:
-            self.flush()
-        except OSError as exc:
-            self.fail(exc)
-            return
+        write = self.take()
         target = self.written_lsn
         fds = self._old_fds + [self._fd]
         n_old = len(self._old_fds)
         self._old_fds = []
         self._in_flight = True
-        self.executor.submit(self._loop, (self.sync, fds, n_old, lambda exc: self._synced(target, exc)))
+        self.executor.submit(self._loop, (self.sync, write, fds, n_old, lambda exc: self._synced(target, exc)))
 
     def _synced(self, target: int, exc: BaseException | None) -> None:
         self._in_flight = False
@@ -202,6 +207,14 @@ class Committer:
 
 def _nothing() -> None:
     return None
+
+
+def _write_all(fd: int, offset: int, data: bytes | bytearray) -> None:
+    view = memoryview(data)
+    n = 0
+    while n < len(view):
+        n += os.pwrite(fd, view[n:], offset + n)
+    view.release()
 
 
 def _sync_fds(sync: Callable[[int], None], fds: list[int], n_old: int) -> None:

@@ -171,9 +171,12 @@ class Engine:
         if self.wal is not None:
             self.wal.flush()
 
+    def _take_wal(self) -> tuple[int, int, bytearray] | None:
+        return self.wal.take_pending() if self.wal is not None else None
+
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self.wal is not None
-        self.committer.flush = self._flush_wal
+        self.committer.take = self._take_wal
         self.committer.start(loop, self.wal.fd, self.lsn)
 
     async def close(self) -> None:

@@ -165,6 +165,15 @@ class WalWriter:
         view.release()
         pending.clear()
 
+    def take_pending(self) -> tuple[int, int, bytearray] | None:
+        """Hand buffered frames to whoever writes them: (fd, offset, data).
+        The buffer is given away, not copied; the writer starts a new one."""
+        pending = self._pending
+        if not pending:
+            return None
+        self._pending = bytearray()
+        return self.fd, self.size - len(pending), pending
+
     def fits(self, n: int) -> bool:
         """Whether n more bytes fit without growing a preallocated file."""
         return self.capacity == 0 or self.size + n <= self.capacity
