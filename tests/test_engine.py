@@ -273,6 +273,40 @@ def test_group_commit_shares_syncs(harness: Harness) -> None:
     assert syncs < 200 / 4, f"{syncs} syncs for 200 appends"
 
 
+def test_readers_are_woken_once_per_commit_batch(harness: Harness) -> None:
+    """Records committed by one sync wake a stream's parked readers once, at
+    the batch's tail, and only after every writer in it has been answered."""
+    s = harness.create("/wake")
+    events: list[object] = []
+    woken: list[tuple[int, int]] = []
+
+    def listener(stream: Stream, groups: list[tuple[int, list[object]]]) -> None:
+        for position, waiters in groups:
+            woken.append((position, stream.tail))
+            events.append("wake")
+            harness.engine.wait(stream, stream.tail, waiters[0])  # park again, like a live reader
+
+    harness.engine.wake_listener = listener
+    harness.engine.wait(s, 0, object())
+    fut: asyncio.Future[None] = harness.loop.create_future()
+
+    def done(exc: BaseException | None) -> None:
+        events.append("ack")
+        if events.count("ack") == 10:
+            harness.loop.call_later(0.05, fut.set_result, None)
+
+    for _ in range(10):
+        harness.engine.append(s, b"y" * 10, [10], done=done)
+    harness.loop.run_until_complete(fut)
+    assert s.tail == 100
+    # The first append's sync may commit alone; the nine written while it
+    # ran commit together. Either way: far fewer wakes than records, each
+    # after its batch's writers were answered, the last one at the tail.
+    assert 1 <= len(woken) <= 2, woken
+    assert woken[-1] == (woken[-1][0], 100)
+    assert events[0] == "ack" and events[-1] == "wake"
+
+
 # --------------------------------------------------------------- recovery
 
 

@@ -101,6 +101,8 @@ class Engine:
         self.wal: WalWriter | None = None
         self.spares: Spares | None = None
         self.wake_listener: WakeListener | None = None
+        self._wakes_due: dict[Stream, bool] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._deadlines: list[tuple[float, int]] = []
         self._dirty_streams: set[Stream] = set()
         # (stream directory, segment base): paths are built at checkpoint time.
@@ -176,6 +178,7 @@ class Engine:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self.wal is not None
+        self._loop = loop
         self.committer.take = self._take_wal
         self.committer.start(loop, self.wal.fd, self.lsn)
 
@@ -470,10 +473,28 @@ class Engine:
                     s.tail = end
                 if close:
                     s.closed = True
-                self._wake(s, everything=close)
+                if len(s.waiters):
+                    self._wake_later(s, close)
             done(exc)
 
         return committed
+
+    def _wake_later(self, s: Stream, everything: bool) -> None:
+        """Wake a stream's readers once per commit batch, after its writers
+        are answered: a sync that commits many records to one stream costs
+        its live readers one write each, not one per record."""
+        if self._loop is None:
+            self._wake(s, everything)
+            return
+        due = self._wakes_due
+        if not due:
+            self._loop.call_soon(self._wake_due)
+        due[s] = due.get(s, False) or everything
+
+    def _wake_due(self) -> None:
+        due, self._wakes_due = self._wakes_due, {}
+        for s, everything in due.items():
+            self._wake(s, everything)
 
     def _wake(self, s: Stream, everything: bool) -> None:
         if not len(s.waiters):
