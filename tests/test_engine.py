@@ -21,7 +21,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from durable_streamsd.engine import Engine, EngineOptions, Producer, StorageFailedError, Stream, StreamConfig
-from durable_streamsd.engine.records import APPEND, AppendBody, decode_append, encode_append, frame, parse_frame
+from durable_streamsd.engine.records import (
+    APPEND,
+    AppendBody,
+    decode_append,
+    encode_append,
+    frame,
+    frame_append,
+    parse_frame,
+)
 from durable_streamsd.engine.segments import MAX_SEGMENT, MIN_SEGMENT, segment_of
 from durable_streamsd.protocol.headers import next_offset
 from durable_streamsd.protocol.jsonmode import frame_messages, wrap_array
@@ -134,6 +142,7 @@ def test_append_records_round_trip(
     a = AppendBody(stream_id, position, close, [len(u) for u in units], producer, seq, b"".join(units))
     assert decode_append(encode_append(a)) == a
     framed = frame(5, APPEND, encode_append(a))
+    assert frame_append(5, a) == framed
     parsed = parse_frame(framed, 0)
     assert parsed is not None and parsed[0] == 5 and decode_append(parsed[2]) == a
 

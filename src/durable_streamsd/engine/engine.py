@@ -255,7 +255,7 @@ class Engine:
         position = s.pending_tail
         self._reserve(s.store, position, len(payload))
         a = AppendBody(s.id, position, close, lengths, producer, seq, payload)
-        lsn = self._log(rec.APPEND, rec.encode_append(a))
+        lsn = self._log_framed(self.lsn + 1, rec.frame_append(self.lsn + 1, a))
         self._apply_append(s, a)
         self.appends += 1
         self.committer.written(lsn, self._on_commit(s, position + len(payload), close, done))
@@ -437,9 +437,12 @@ class Engine:
         self.wal = new
 
     def _log(self, rtype: int, body: bytes) -> int:
-        assert self.wal is not None
         lsn = self.lsn + 1
-        data = rec.frame(lsn, rtype, body)
+        return self._log_framed(lsn, rec.frame(lsn, rtype, body))
+
+    def _log_framed(self, lsn: int, data: bytes) -> int:
+        """Put one framed record (numbered lsn) in the log; returns lsn."""
+        assert self.wal is not None
         if not self.wal.fits(len(data)):
             try:
                 self._rotate_wal()

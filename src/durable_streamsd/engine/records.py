@@ -72,6 +72,23 @@ def frame(lsn: int, rtype: int, body: bytes) -> bytes:
 _APPEND_ONE = struct.Struct("<QQBII")
 
 
+_LEN_CRC = struct.Struct("<II")
+# What the CRC covers in a one-unit append frame: lsn, type, then the body head.
+_APPEND_ONE_CRC = struct.Struct("<QB" + _APPEND_ONE.format[1:])
+
+
+def frame_append(lsn: int, a: AppendBody) -> bytes:
+    """frame(lsn, APPEND, encode_append(a)); the common one-unit record is
+    packed in one step and its payload copied once."""
+    if a.producer is None and a.seq is None and len(a.unit_lengths) == 1:
+        covered = _APPEND_ONE_CRC.pack(
+            lsn, APPEND, a.stream_id, a.position, F_CLOSE if a.close else 0, 1, a.unit_lengths[0]
+        )
+        crc = zlib.crc32(a.payload, zlib.crc32(covered))
+        return _LEN_CRC.pack(_APPEND_ONE.size + len(a.payload), crc) + covered + a.payload
+    return frame(lsn, APPEND, encode_append(a))
+
+
 def encode_append(a: AppendBody) -> bytes:
     if a.producer is None and a.seq is None and len(a.unit_lengths) == 1:
         head = _APPEND_ONE.pack(a.stream_id, a.position, F_CLOSE if a.close else 0, 1, a.unit_lengths[0])
