@@ -9,6 +9,7 @@ or an abandoned process) rebuilds the same state, twice over.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,7 +31,7 @@ from durable_streamsd.engine.records import (
     frame_append,
     parse_frame,
 )
-from durable_streamsd.engine.segments import MAX_SEGMENT, MIN_SEGMENT, segment_of
+from durable_streamsd.engine.segments import MAX_SEGMENT, MIN_SEGMENT, prepare_segment, segment_name, segment_of
 from durable_streamsd.protocol.headers import next_offset
 from durable_streamsd.protocol.jsonmode import frame_messages, wrap_array
 from durable_streamsd.protocol.offsets import format_offset, parse_offset
@@ -314,6 +315,29 @@ def test_readers_are_woken_once_per_commit_batch(harness: Harness) -> None:
     assert 1 <= len(woken) <= 2, woken
     assert woken[-1] == (woken[-1][0], 100)
     assert events[0] == "ack" and events[-1] == "wake"
+
+
+def test_segments_are_made_before_appends_need_them(harness: Harness) -> None:
+    """A new stream's first segment, and each next one once the current is
+    half full, are created by the disk thread; appends then only map them."""
+    s = harness.create("/prep")
+    directory = s.store.directory
+
+    def settle() -> list[str]:
+        harness.engine.executor.submit(lambda: None).result()
+        return sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+
+    assert settle() == [segment_name(0)]
+    harness.append(s, b"a" * (MIN_SEGMENT // 2 - 1))
+    assert settle() == [segment_name(0)]
+    harness.append(s, b"b" * 2)
+    assert settle() == [segment_name(0), segment_name(MIN_SEGMENT)]
+    harness.append(s, b"c" * MIN_SEGMENT)  # into the prepared segment
+    assert harness.read_all(s) == b"a" * (MIN_SEGMENT // 2 - 1) + b"bb" + b"c" * MIN_SEGMENT
+    # Deleted meanwhile: preparing finds no directory and does nothing.
+    harness.wait(lambda done: harness.engine.delete(s, done))
+    prepare_segment(directory, 3 * MIN_SEGMENT, 4 * MIN_SEGMENT, False)
+    assert settle() == []
 
 
 # --------------------------------------------------------------- recovery

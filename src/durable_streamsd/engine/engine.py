@@ -25,7 +25,7 @@ from . import checkpoint as ckpt
 from . import records as rec
 from .committer import Committer, Done, StorageFailedError, SyncThread
 from .records import AppendBody, CreateBody, Producer
-from .segments import SegmentCache, SegmentStore, segment_name
+from .segments import SegmentCache, SegmentStore, prepare_segment, segment_name
 from .stream import INDEX_ENTRY, ProducerState, Stream, StreamConfig
 from .wal import CorruptLogError, ScanResult, Spares, WalWriter, list_wal_files, scan
 
@@ -226,6 +226,9 @@ class Engine:
         stream_id = self.next_id
         store = SegmentStore(self._stream_dir(stream_id), 0, self.cache)
         self._reserve(store, 0, len(payload))
+        if not payload:
+            # Its first append then finds the directory and file made.
+            self.executor.submit(prepare_segment, store.directory, *store.first_to_prepare(), True)
         now = self.clock()
         meta = config.to_meta() | {"path": path, "created_at": now}
         append = AppendBody(stream_id, 0, closed, lengths, None, None, payload)
@@ -253,7 +256,11 @@ class Engine:
         """Append units (and/or close); returns the new tail position."""
         self._check_writable()
         position = s.pending_tail
-        self._reserve(s.store, position, len(payload))
+        store = s.store
+        self._reserve(store, position, len(payload))
+        following = store.to_prepare(position + len(payload))
+        if following is not None:
+            self.executor.submit(prepare_segment, store.directory, *following, False)
         a = AppendBody(s.id, position, close, lengths, producer, seq, payload)
         lsn = self._log_framed(self.lsn + 1, rec.frame_append(self.lsn + 1, a))
         self._apply_append(s, a)

@@ -100,6 +100,27 @@ class SegmentCache:
             os.close(fd)
 
 
+def prepare_segment(directory: str, base: int, capacity: int, make_directory: bool) -> None:
+    """Create and allocate a segment file before it is needed (on the disk
+    thread). Creating a file costs ~0.4 ms here, and on the loop it stalled
+    every request behind it; when the append that needs the segment comes,
+    opening the existing file is cheap. Failure is harmless: that append
+    then creates the file itself and reports a full disk properly."""
+    try:
+        if make_directory:
+            os.makedirs(directory, exist_ok=True)
+        fd = os.open(os.path.join(directory, segment_name(base)), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return  # e.g. the stream was deleted meanwhile: nothing to prepare
+    try:
+        if os.fstat(fd).st_size < capacity:
+            os.posix_fallocate(fd, 0, capacity)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 class SegmentStore:
     """Reads and writes one stream's byte space through the shared cache.
 
@@ -107,12 +128,30 @@ class SegmentStore:
     forks, which share their source's offset space).
     """
 
-    __slots__ = ("directory", "origin", "_cache")
+    __slots__ = ("directory", "origin", "_cache", "_prepared")
 
     def __init__(self, directory: str, origin: int, cache: SegmentCache) -> None:
         self.directory = directory
         self.origin = origin
         self._cache = cache
+        # Relative base of the last segment handed out for preparing.
+        self._prepared = -1
+
+    def to_prepare(self, end: int) -> tuple[int, int] | None:
+        """(base, capacity) of the segment after the one holding end, the
+        first time that one is half full; else None."""
+        rel = end - self.origin
+        base, cap = segment_of(rel)
+        following = base + cap
+        if rel - base < cap // 2 or following <= self._prepared:
+            return None
+        self._prepared = following
+        return following, segment_of(following)[1]
+
+    def first_to_prepare(self) -> tuple[int, int]:
+        """(base, capacity) of a new stream's first segment."""
+        self._prepared = 0
+        return 0, MIN_SEGMENT
 
     def reserve(self, position: int, length: int) -> None:
         """Allocate every segment that [position, position+length) touches.
