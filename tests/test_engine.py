@@ -336,6 +336,7 @@ def test_segments_are_made_before_appends_need_them(harness: Harness) -> None:
     assert harness.read_all(s) == b"a" * (MIN_SEGMENT // 2 - 1) + b"bb" + b"c" * MIN_SEGMENT
     # Deleted meanwhile: preparing finds no directory and does nothing.
     harness.wait(lambda done: harness.engine.delete(s, done))
+    assert settle() == []  # the directory's removal has run on the disk thread
     prepare_segment(directory, 3 * MIN_SEGMENT, 4 * MIN_SEGMENT, False)
     assert settle() == []
 
