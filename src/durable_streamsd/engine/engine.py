@@ -262,7 +262,8 @@ class Engine:
         if following is not None:
             self.executor.submit(prepare_segment, store.directory, *following, False)
         a = AppendBody(s.id, position, close, lengths, producer, seq, payload)
-        lsn = self._log_framed(self.lsn + 1, rec.frame_append(self.lsn + 1, a))
+        lsn = self.lsn + 1
+        self._log_framed(lsn, rec.frame_append(lsn, a))
         self._apply_append(s, a)
         self.appends += 1
         self.committer.written(lsn, self._on_commit(s, position + len(payload), close, done))

@@ -65,13 +65,11 @@ class CreateBody:
 def frame(lsn: int, rtype: int, body: bytes) -> bytes:
     head = struct.pack("<QB", lsn, rtype)
     crc = zlib.crc32(body, zlib.crc32(head))
-    return struct.pack("<II", len(body), crc) + head + body
+    return _LEN_CRC.pack(len(body), crc) + head + body
 
 
 # An append of one unit with no writer state: the common record, packed in one go.
 _APPEND_ONE = struct.Struct("<QQBII")
-
-
 _LEN_CRC = struct.Struct("<II")
 # What the CRC covers in a one-unit append frame: lsn, type, then the body head.
 _APPEND_ONE_CRC = struct.Struct("<QB" + _APPEND_ONE.format[1:])
@@ -90,9 +88,6 @@ def frame_append(lsn: int, a: AppendBody) -> bytes:
 
 
 def encode_append(a: AppendBody) -> bytes:
-    if a.producer is None and a.seq is None and len(a.unit_lengths) == 1:
-        head = _APPEND_ONE.pack(a.stream_id, a.position, F_CLOSE if a.close else 0, 1, a.unit_lengths[0])
-        return head + a.payload
     flags = (F_CLOSE if a.close else 0) | (F_PRODUCER if a.producer else 0) | (F_SEQ if a.seq is not None else 0)
     parts = [_APPEND_HEAD.pack(a.stream_id, a.position, flags, len(a.unit_lengths))]
     if a.unit_lengths:

@@ -223,11 +223,8 @@ class HttpConnection(asyncio.Protocol):
         te = "transfer-encoding" in headers
         cl_text = headers.get("content-length")
         cl: int | None = None
-        if cl_text is not None and cl_text.isdigit() and cl_text.isascii() and not te:
-            cl = int(cl_text)
-            if cl > self.limits.max_body_bytes:
-                raise _Reject(413, f"request body larger than {self.limits.max_body_bytes} bytes")
-        elif cl_text is not None:
+        if cl_text is not None:
+            # Repeated headers arrive joined with ", ": all must agree.
             values = {v.strip() for v in cl_text.split(",")} if "," in cl_text else (cl_text.strip(),)
             if len(values) != 1:
                 raise _Reject(400, "conflicting Content-Length headers")
@@ -399,9 +396,6 @@ class HttpConnection(asyncio.Protocol):
     def _arm(self, seconds: float, phase: int) -> None:
         self._phase = phase
         self.deadline = self.state.now + seconds
-
-    def _cancel_timer(self) -> None:
-        self.deadline = _NEVER
 
     def timed_out(self) -> None:
         self.deadline = _NEVER

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 from ..engine import Stream
@@ -43,16 +44,12 @@ def next_offset(s: Stream, position: int) -> bytes:
 
 
 def content_type(s: Stream) -> bytes:
-    ctype = s.config.content_type
-    known = _CONTENT_TYPE_LINES.get(ctype)
-    if known is None:
-        if len(_CONTENT_TYPE_LINES) >= 1024:
-            _CONTENT_TYPE_LINES.clear()
-        known = _CONTENT_TYPE_LINES[ctype] = line("content-type", ctype)
-    return known
+    return _content_type_line(s.config.content_type)
 
 
-_CONTENT_TYPE_LINES: dict[str, bytes] = {}
+@functools.lru_cache(maxsize=1024)
+def _content_type_line(ctype: str) -> bytes:
+    return line("content-type", ctype)
 
 
 def rfc3339(ts: float) -> str:

@@ -6,6 +6,7 @@ offending parameter; nothing here touches stream state.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime
 from urllib.parse import parse_qsl
@@ -92,25 +93,15 @@ def parse_expires_at(value: str | None) -> float | None:
     return ts
 
 
+# Clients send the same few values over and over, and the regex ran on every
+# append; bounded, since the header is the client's choice (errors are not kept).
+@functools.lru_cache(maxsize=1024)
 def media_type(content_type: str) -> str:
     """Lower-cased type/subtype without parameters, or 400 if malformed."""
-    known = _MEDIA_TYPES.get(content_type)
-    if known is not None:
-        return known
     m = _MEDIA_TYPE.fullmatch(content_type)
     if m is None:
         raise bad_request("malformed Content-Type")
-    mtype = f"{m.group(1)}/{m.group(2)}".lower()
-    # Clients send the same few values over and over; the regex ran on
-    # every append. Bounded, since the header is the client's choice.
-    if len(_MEDIA_TYPES) >= _MEDIA_TYPES_MAX:
-        _MEDIA_TYPES.clear()
-    _MEDIA_TYPES[content_type] = mtype
-    return mtype
-
-
-_MEDIA_TYPES: dict[str, str] = {}
-_MEDIA_TYPES_MAX = 1024
+    return f"{m.group(1)}/{m.group(2)}".lower()
 
 
 def parse_producer(headers: dict[str, str]) -> Producer | None:

@@ -43,7 +43,7 @@ def handle(app: StreamsApp, req: Request, res: Responder) -> None:
     if live is not None and offset is None:
         raise bad_request("live reads need an offset")
     requested = parse_offset(offset) if offset is not None and offset not in (BEGINNING, NOW) else None
-    s = app.lookup(req.path)
+    s = known if known is not None else app.lookup(req.path)
     if requested is not None:
         stream_id, position = requested
         if stream_id != s.id or not app.engine.valid_position(s, position):
