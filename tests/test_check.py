@@ -59,6 +59,31 @@ def test_healthy_directory_checks_clean(tmp_path: Path) -> None:
     assert "streams: 1 verified" in out.stdout
 
 
+def test_segment_made_ahead_of_the_tail_survives_a_kill(tmp_path: Path) -> None:
+    """Appends past half a segment have the disk thread make the next one;
+    after kill -9 that empty file beyond the tail is neither damage to
+    `check` nor in the way of recovery."""
+    data = tmp_path / "data"
+    srv = ServerProcess(data).start()
+    c = Client(srv.port)
+    assert c.request("PUT", "/k/p", None, {"Content-Type": "application/octet-stream"}).status == 201
+    assert c.request("POST", "/k/p", b"z" * 3000, {"Content-Type": "application/octet-stream"}).status == 204
+    c.close()
+    (stream_dir,) = (data / "streams").iterdir()
+    deadline = time.monotonic() + 5
+    while len(list(stream_dir.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(list(stream_dir.iterdir())) == 2
+    srv.kill()
+    out = run_check(data)
+    assert out.returncode == 0, out.stdout + out.stderr
+    srv = ServerProcess(data).start()
+    try:
+        assert read(srv, "/k/p") == b"z" * 3000
+    finally:
+        srv.stop()
+
+
 def test_damaged_catalog_refuses_start_and_repair_rebuilds_it(tmp_path: Path) -> None:
     data = tmp_path / "data"
     srv = fill(data, "--checkpoint-interval", "0.2")
