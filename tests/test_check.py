@@ -64,7 +64,7 @@ def test_segment_made_ahead_of_the_tail_survives_a_kill(tmp_path: Path) -> None:
     after kill -9 that empty file beyond the tail is neither damage to
     `check` nor in the way of recovery."""
     data = tmp_path / "data"
-    srv = ServerProcess(data).start()
+    srv = ServerProcess(data, "--segment-bytes", "4096").start()
     c = Client(srv.port)
     assert c.request("PUT", "/k/p", None, {"Content-Type": "application/octet-stream"}).status == 201
     assert c.request("POST", "/k/p", b"z" * 3000, {"Content-Type": "application/octet-stream"}).status == 204

@@ -49,8 +49,10 @@ _launched: list[ServerProcess] = []
 
 def launch(data_dir: Path, *args: str, start: bool = True) -> ServerProcess:
     """A daemon on data_dir, killed at teardown even if the test fails
-    half way (a crash test that leaks daemons would skew the next one)."""
-    srv = ServerProcess(data_dir, *args)
+    half way (a crash test that leaks daemons would skew the next one).
+    Small segments, so kills land while appends cross segment boundaries
+    and grow files, not only inside one 64 MiB file."""
+    srv = ServerProcess(data_dir, "--segment-bytes", str(64 * 1024), *args)
     _launched.append(srv)
     return srv.start() if start else srv
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,12 +32,13 @@ from durable_streamsd.engine.records import (
     frame_append,
     parse_frame,
 )
-from durable_streamsd.engine.segments import MAX_SEGMENT, MIN_SEGMENT, prepare_segment, segment_name, segment_of
+from durable_streamsd.engine.segments import MIN_ALLOC, SegmentCache, SegmentStore, prepare_segment, segment_name
 from durable_streamsd.protocol.headers import next_offset
 from durable_streamsd.protocol.jsonmode import frame_messages, wrap_array
 from durable_streamsd.protocol.offsets import format_offset, parse_offset
 from durable_streamsd.protocol.params import query_params
 
+SEGMENT = 16 * 1024
 PROPS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -45,8 +47,10 @@ class Harness:
 
     def __init__(self, data_dir: Path, fsync: str = "always") -> None:
         self.loop = asyncio.new_event_loop()
-        # Small preallocated log files keep the many property examples quick.
-        self.engine = Engine(str(data_dir), EngineOptions(fsync=fsync, wal_file_bytes=256 * 1024))
+        # Small preallocated log files keep the many property examples quick;
+        # small segments make them cross segment boundaries often.
+        options = EngineOptions(fsync=fsync, wal_file_bytes=256 * 1024, segment_bytes=SEGMENT)
+        self.engine = Engine(str(data_dir), options)
         self.report = self.engine.open()
         self.engine.start(self.loop)
 
@@ -148,14 +152,34 @@ def test_append_records_round_trip(
     assert parsed is not None and parsed[0] == 5 and decode_append(parsed[2]) == a
 
 
-@given(st.integers(0, 2**40))
-def test_segments_tile_the_byte_space(position: int) -> None:
-    base, cap = segment_of(position)
-    assert base <= position < base + cap
-    assert MIN_SEGMENT <= cap <= MAX_SEGMENT
-    if base > 0:
-        prev_base, prev_cap = segment_of(base - 1)
-        assert prev_base + prev_cap == base
+@PROPS
+@given(
+    size=st.sampled_from([4096, 8192, 16384]),
+    chunks=st.lists(st.integers(0, 40_000), max_size=12),
+    origin=st.sampled_from([0, 5, 70_000]),
+)
+def test_segment_store_reads_back_what_was_written(size: int, chunks: list[int], origin: int) -> None:
+    """Whatever the append sizes, every range reads back as written, every
+    segment but the last is allocated in full, and files never hold much
+    more than twice the data (they grow in place by doubling)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        # A cache of one map: eviction between reserve, write and read too.
+        store = SegmentStore(tmp, origin, SegmentCache(1), size)
+        expected = bytearray()
+        touched: set[tuple[str, int]] = set()
+        for i, n in enumerate(chunks):
+            data = bytes([i % 251 + 1]) * n
+            store.reserve(origin + len(expected), n)
+            store.write(origin + len(expected), data, touched)
+            expected += data
+            assert store.allocated >= len(expected) or n == 0
+        assert store.read_bytes(origin, origin + len(expected)) == bytes(expected)
+        for cut in {0, len(expected) // 3, len(expected) // 2, len(expected)}:
+            assert store.read_bytes(origin + cut, origin + len(expected)) == bytes(expected[cut:])
+        sizes = {int(name[:-4], 16): os.path.getsize(os.path.join(tmp, name)) for name in os.listdir(tmp)}
+        assert all(sizes[base] == size for base in sizes if base != max(sizes))
+        assert all(0 < n <= size for n in sizes.values())
+        assert sum(sizes.values()) <= 2 * len(expected) + size + MIN_ALLOC
 
 
 # ------------------------------------------------------------ JSON framing
@@ -317,28 +341,50 @@ def test_readers_are_woken_once_per_commit_batch(harness: Harness) -> None:
     assert events[0] == "ack" and events[-1] == "wake"
 
 
-def test_segments_are_made_before_appends_need_them(harness: Harness) -> None:
-    """A new stream's first segment, and each next one once the current is
-    half full, are created by the disk thread; appends then only map them."""
+def test_segments_are_made_and_grown_before_appends_need_them(harness: Harness) -> None:
+    """A new stream's first segment is created by the disk thread; once an
+    allocation is half used, the disk thread doubles it in place (or makes
+    the next segment), so appends only map space that is already there."""
     s = harness.create("/prep")
     directory = s.store.directory
 
-    def settle() -> list[str]:
+    def settle() -> dict[str, int]:
         harness.engine.executor.submit(lambda: None).result()
-        return sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+        if not os.path.isdir(directory):
+            return {}
+        return {name: os.path.getsize(os.path.join(directory, name)) for name in sorted(os.listdir(directory))}
 
-    assert settle() == [segment_name(0)]
-    harness.append(s, b"a" * (MIN_SEGMENT // 2 - 1))
-    assert settle() == [segment_name(0)]
-    harness.append(s, b"b" * 2)
-    assert settle() == [segment_name(0), segment_name(MIN_SEGMENT)]
-    harness.append(s, b"c" * MIN_SEGMENT)  # into the prepared segment
-    assert harness.read_all(s) == b"a" * (MIN_SEGMENT // 2 - 1) + b"bb" + b"c" * MIN_SEGMENT
+    assert settle() == {segment_name(0): MIN_ALLOC}
+    harness.append(s, b"a" * (MIN_ALLOC // 2 - 1))
+    assert settle() == {segment_name(0): MIN_ALLOC}
+    harness.append(s, b"b" * 2)  # past half: the file doubles, still one file
+    assert settle() == {segment_name(0): 2 * MIN_ALLOC}
+    harness.append(s, b"c" * (SEGMENT - MIN_ALLOC))  # past half of the last step: the next segment
+    assert settle() == {segment_name(0): SEGMENT, segment_name(SEGMENT): SEGMENT}
+    harness.append(s, b"d" * MIN_ALLOC)  # into the prepared segment
+    assert harness.read_all(s) == b"a" * (MIN_ALLOC // 2 - 1) + b"bb" + b"c" * (SEGMENT - MIN_ALLOC) + b"d" * MIN_ALLOC
     # Deleted meanwhile: preparing finds no directory and does nothing.
     harness.wait(lambda done: harness.engine.delete(s, done))
-    assert settle() == []  # the directory's removal has run on the disk thread
-    prepare_segment(directory, 3 * MIN_SEGMENT, 4 * MIN_SEGMENT, False)
-    assert settle() == []
+    assert settle() == {}  # the directory's removal has run on the disk thread
+    prepare_segment(directory, 3 * SEGMENT, SEGMENT, False)
+    assert settle() == {}
+
+
+def test_segment_size_is_kept_by_the_data_directory(tmp_path: Path) -> None:
+    """Positions map to files through the segment size, so a data directory
+    keeps the one it was made with, whatever a later start asks for."""
+    first = Harness(tmp_path, "always")
+    s = first.create("/kept")
+    first.append(s, b"k" * (SEGMENT + 10))
+    first.close()
+    again = Engine(str(tmp_path), EngineOptions(segment_bytes=4 * SEGMENT))
+    again.open()
+    assert again.segment_bytes == SEGMENT
+    kept = again.get("/kept")
+    assert kept is not None and kept.store.read_bytes(0, SEGMENT + 10) == b"k" * (SEGMENT + 10)
+    asyncio.new_event_loop().run_until_complete(again.close())
+    with pytest.raises(ValueError):
+        Engine(str(tmp_path), EngineOptions(segment_bytes=5000))
 
 
 # --------------------------------------------------------------- recovery

@@ -15,6 +15,14 @@ def _env(name: str) -> str:
     return f"DS_{name}"
 
 
+def _segment_bytes(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    from ..engine.segments import valid_segment_bytes
+
+    if not valid_segment_bytes(value):
+        raise click.BadParameter("must be a multiple of 4096, at least 4096")
+    return value
+
+
 @click.group()
 @click.version_option(__version__, prog_name="durable-streamsd")
 def main() -> None:
@@ -150,6 +158,15 @@ def main() -> None:
     show_default=True,
     type=int,
     help="Size of each preallocated log file (0: grow log files instead).",
+)
+@click.option(
+    "--segment-bytes",
+    envvar=_env("SEGMENT_BYTES"),
+    default=64 * 1024 * 1024,
+    show_default=True,
+    type=int,
+    callback=_segment_bytes,
+    help="Segment file size for a new data dir (a multiple of 4096); an existing one keeps its own.",
 )
 @click.option(
     "--auth-token-file",

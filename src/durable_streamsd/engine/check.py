@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from . import checkpoint as ckpt
 from .engine import CorruptDataError, Engine, EngineOptions
 from .records import parse_frame
+from .segments import DEFAULT_SEGMENT_BYTES, valid_segment_bytes
 from .stream import INDEX_ENTRY
 from .wal import CorruptLogError, _resume_probe, _valid_record_after, list_wal_files
 
@@ -75,12 +76,30 @@ def _check_catalog(data_dir: str, wal_dir: str, repair: bool, report: CheckRepor
         with open(src, "rb") as f:
             raw = f.read()
     else:
-        raw = ckpt.encode_catalog(0, 1, [])
+        raw = ckpt.encode_catalog(0, 1, [], _segment_bytes_on_disk(data_dir))
     damaged = os.path.join(data_dir, ckpt.CATALOG)
     if os.path.exists(damaged):
         os.replace(damaged, damaged + ".damaged")
     ckpt.write_catalog(data_dir, raw)
     report.repaired.append(f"{problem}: restored the previous catalog (LSN {prev_lsn}); the log replays the rest")
+
+
+def _segment_bytes_on_disk(data_dir: str) -> int:
+    """The segment size the files were made with, for a catalog rebuilt from
+    nothing: the smallest non-zero segment base, else the default (a stream
+    with one segment fits any size, and the log replays all of it)."""
+    smallest = 0
+    streams = os.path.join(data_dir, "streams")
+    for directory in os.listdir(streams) if os.path.isdir(streams) else []:
+        for name in os.listdir(os.path.join(streams, directory)):
+            if name.endswith(".seg"):
+                try:
+                    base = int(name[:-4], 16)
+                except ValueError:
+                    continue
+                if base and (not smallest or base < smallest):
+                    smallest = base
+    return smallest if smallest and valid_segment_bytes(smallest) else DEFAULT_SEGMENT_BYTES
 
 
 def _check_log(wal_dir: str, repair: bool, report: CheckReport) -> None:

@@ -20,13 +20,15 @@ from dataclasses import dataclass, field
 import orjson
 
 from .records import Producer
+from .segments import DEFAULT_SEGMENT_BYTES, valid_segment_bytes
 from .stream import INDEX_ENTRY, Stream
 from .wal import fsync_dir
 
 CATALOG = "catalog.json"
 PREVIOUS = "catalog.prev.json"
 INDEX_FILE = "index"
-FORMAT_VERSION = 1
+# 2: fixed-size segments that grow in place, their size in the catalog.
+FORMAT_VERSION = 2
 
 
 class CorruptCatalogError(Exception):
@@ -63,10 +65,18 @@ class CatalogImage:
     lsn: int = 0
     next_id: int = 1
     streams: list[dict[str, object]] = field(default_factory=list)
+    # The data directory's segment size: fixed when it is made, since
+    # positions map to files through it.
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES
 
 
-def encode_catalog(lsn: int, next_id: int, entries: list[bytes]) -> bytes:
-    body = b'{"version":%d,"lsn":%d,"next_id":%d,"streams":[' % (FORMAT_VERSION, lsn, next_id)
+def encode_catalog(lsn: int, next_id: int, entries: list[bytes], segment_bytes: int) -> bytes:
+    body = b'{"version":%d,"segment_bytes":%d,"lsn":%d,"next_id":%d,"streams":[' % (
+        FORMAT_VERSION,
+        segment_bytes,
+        lsn,
+        next_id,
+    )
     body += b",".join(entries) + b"]}"
     # A trailing checksum line catches a catalog damaged after it was written.
     return body + b"\n%08x\n" % zlib.crc32(body)
@@ -89,7 +99,12 @@ def load_catalog(data_dir: str, name: str = CATALOG) -> CatalogImage | None:
     doc = orjson.loads(body)
     if doc.get("version") != FORMAT_VERSION:
         raise CorruptCatalogError(f"{path}: unsupported catalog version {doc.get('version')}")
-    return CatalogImage(lsn=int(doc["lsn"]), next_id=int(doc["next_id"]), streams=list(doc["streams"]))
+    segment_bytes = doc.get("segment_bytes")
+    if not isinstance(segment_bytes, int) or not valid_segment_bytes(segment_bytes):
+        raise CorruptCatalogError(f"{path}: invalid segment size {segment_bytes!r}")
+    return CatalogImage(
+        lsn=int(doc["lsn"]), next_id=int(doc["next_id"]), streams=list(doc["streams"]), segment_bytes=segment_bytes
+    )
 
 
 def write_catalog(data_dir: str, data: bytes) -> None:

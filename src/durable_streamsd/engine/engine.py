@@ -25,7 +25,14 @@ from . import checkpoint as ckpt
 from . import records as rec
 from .committer import Committer, Done, StorageFailedError, SyncThread
 from .records import AppendBody, CreateBody, Producer
-from .segments import SegmentCache, SegmentStore, prepare_segment, segment_name
+from .segments import (
+    DEFAULT_SEGMENT_BYTES,
+    SegmentCache,
+    SegmentStore,
+    prepare_segment,
+    segment_name,
+    valid_segment_bytes,
+)
 from .stream import INDEX_ENTRY, ProducerState, Stream, StreamConfig
 from .wal import CorruptLogError, ScanResult, Spares, WalWriter, list_wal_files, scan
 
@@ -59,6 +66,8 @@ class EngineOptions:
     checkpoint_wal_bytes: int = 64 * 1024 * 1024
     # Size of each preallocated log file (0: grow files instead).
     wal_file_bytes: int = 16 * 1024 * 1024
+    # Segment size for a new data directory; an existing one keeps its own.
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES
 
 
 @dataclass
@@ -83,6 +92,9 @@ class Engine:
         self, data_dir: str, options: EngineOptions | None = None, clock: Callable[[], float] = time.time
     ) -> None:
         self.options = options or EngineOptions()
+        if not valid_segment_bytes(self.options.segment_bytes):
+            raise ValueError("segment size must be a multiple of 4096 bytes, at least 4096")
+        self.segment_bytes = self.options.segment_bytes
         self.data_dir = os.path.abspath(data_dir)
         self.streams_dir = os.path.join(self.data_dir, "streams")
         self.wal_dir = os.path.join(self.data_dir, "wal")
@@ -129,7 +141,8 @@ class Engine:
             raise ckpt.CorruptCatalogError(
                 f"{os.path.join(self.data_dir, ckpt.CATALOG)} is missing but the log before LSN {files[0][0]} is gone"
             )
-        image = loaded or ckpt.CatalogImage()
+        image = loaded or ckpt.CatalogImage(segment_bytes=self.segment_bytes)
+        self.segment_bytes = image.segment_bytes
         report.checkpoint_lsn = image.lsn
         self._checkpoint_lsn = image.lsn
         self.next_id = image.next_id
@@ -224,7 +237,7 @@ class Engine:
     ) -> Stream:
         self._check_writable()
         stream_id = self.next_id
-        store = SegmentStore(self._stream_dir(stream_id), 0, self.cache)
+        store = SegmentStore(self._stream_dir(stream_id), 0, self.cache, self.segment_bytes)
         self._reserve(store, 0, len(payload))
         if not payload:
             # Its first append then finds the directory and file made.
@@ -410,7 +423,7 @@ class Engine:
         self._dirty_streams.clear()
         job.segments.extend(os.path.join(d, segment_name(base)) for d, base in self._dirty_segments)
         self._dirty_segments.clear()
-        job.catalog = ckpt.encode_catalog(lsn, self.next_id, list(self._entries.values()))
+        job.catalog = ckpt.encode_catalog(lsn, self.next_id, list(self._entries.values()), self.segment_bytes)
         return job
 
     # -------------------------------------------------------------- internals
@@ -548,7 +561,8 @@ class Engine:
         assert isinstance(meta, dict)
         stream_id = int(e["id"])  # type: ignore[call-overload]
         config = StreamConfig(str(meta["content_type"]), meta.get("ttl"), meta.get("expires_at"))
-        store = SegmentStore(self._stream_dir(stream_id), int(e["origin"]), self.cache)  # type: ignore[call-overload]
+        origin = int(e["origin"])  # type: ignore[call-overload]
+        store = SegmentStore(self._stream_dir(stream_id), origin, self.cache, self.segment_bytes)
         s = Stream(stream_id, str(e["path"]), config, store, float(e["created_at"]))  # type: ignore[arg-type]
         s.pending_tail = s.tail = int(e["tail"])  # type: ignore[call-overload]
         s.closing = s.closed = bool(e["closed"])
@@ -573,7 +587,7 @@ class Engine:
                 return
             meta = c.meta
             config = StreamConfig(str(meta["content_type"]), meta.get("ttl"), meta.get("expires_at"))  # type: ignore[arg-type]
-            store = SegmentStore(self._stream_dir(c.stream_id), 0, self.cache)
+            store = SegmentStore(self._stream_dir(c.stream_id), 0, self.cache, self.segment_bytes)
             s = Stream(c.stream_id, str(meta["path"]), config, store, float(meta["created_at"]))  # type: ignore[arg-type]
             s.last_access = self.clock()
             old = self.by_path.get(s.path)

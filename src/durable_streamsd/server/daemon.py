@@ -63,6 +63,7 @@ async def serve_forever(config: Config, ready: asyncio.Event | None = None) -> N
             max_open_segments=config.max_open_segments,
             checkpoint_interval=config.checkpoint_interval,
             wal_file_bytes=config.wal_file_bytes,
+            segment_bytes=config.segment_bytes,
         ),
     )
     try:
