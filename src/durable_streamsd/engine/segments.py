@@ -37,6 +37,9 @@ MIN_ALLOC = 4 * 1024
 MIN_SEGMENT_BYTES = MIN_ALLOC
 
 
+_NEVER = float("inf")
+
+
 def valid_segment_bytes(n: int) -> bool:
     return n >= MIN_SEGMENT_BYTES and n % MIN_ALLOC == 0
 
@@ -161,7 +164,7 @@ class SegmentStore:
     what is known to be allocated (-1 until a reopened stream first grows).
     """
 
-    __slots__ = ("directory", "origin", "size", "allocated", "_cache", "_prepared")
+    __slots__ = ("directory", "origin", "size", "allocated", "_cache", "_prepare_at")
 
     def __init__(self, directory: str, origin: int, cache: SegmentCache, size: int = DEFAULT_SEGMENT_BYTES) -> None:
         self.directory = directory
@@ -169,8 +172,9 @@ class SegmentStore:
         self.size = size
         self.allocated = -1
         self._cache = cache
-        # Relative end of the last allocation handed out for preparing.
-        self._prepared = -1
+        # Past this relative position the next allocation is prepared; set
+        # each time the allocation grows, cleared once it is handed out.
+        self._prepare_at = _NEVER
 
     def _target(self, base: int, need: int) -> int:
         """How far to allocate a segment that must hold need bytes: whole
@@ -183,31 +187,25 @@ class SegmentStore:
     def _grow(self, base: int, need: int) -> mmap.mmap:
         mm = self._cache.grow(self.directory, base, need, self._target(base, need))
         self.allocated = base + len(mm)
+        self._prepare_at = base + len(mm) // 2
         return mm
 
     def to_prepare(self, end: int) -> tuple[int, int] | None:
-        """(base, size) of the allocation after the one holding end, the
-        first time the current one is half used; else None."""
-        alloc = self.allocated
-        if alloc <= 0:
+        """(base, size) of the allocation after the current one, the first
+        time the current one is half used; else None."""
+        if end - self.origin <= self._prepare_at:
             return None
+        self._prepare_at = _NEVER
+        alloc = self.allocated
         size = self.size
         base = (alloc - 1) - (alloc - 1) % size
         current = alloc - base
-        if end - self.origin - base <= current // 2:
-            return None
         if current < size:
-            nxt, target = base, min(size, 2 * current)
-        else:
-            nxt, target = base + size, size
-        if nxt + target <= self._prepared:
-            return None
-        self._prepared = nxt + target
-        return nxt, target
+            return base, min(size, 2 * current)
+        return base + size, size
 
     def first_to_prepare(self) -> tuple[int, int]:
         """(base, size) of a new stream's first allocation."""
-        self._prepared = MIN_ALLOC
         return 0, MIN_ALLOC
 
     def reserve(self, position: int, length: int) -> None:
