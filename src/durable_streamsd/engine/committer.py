@@ -101,6 +101,7 @@ class Committer:
         self._old_fds: list[int] = []
         self._pending: deque[tuple[int, Done]] = deque()
         self._in_flight = False
+        self._kick_due = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         # The sync primitive; fault-injection tests swap in one that fails.
@@ -136,8 +137,8 @@ class Committer:
             return
         if done is not None:
             self._pending.append((lsn, done))
-        if not self._in_flight:
-            self._kick()
+        if not self._in_flight and not self._kick_due:
+            self._kick_soon()
 
     def barrier(self, done: Done) -> None:
         """Call done once everything written so far has committed."""
@@ -154,6 +155,25 @@ class Committer:
     @property
     def idle(self) -> bool:
         return not self._in_flight and not self._pending
+
+    def _kick_soon(self) -> None:
+        """Start the next sync at the loop's next turn, not at once.
+
+        Kicked at once, the first append read in a turn got a sync of its
+        own and every other one waited for the next. At the next turn, every
+        request read by then joins: under append_small load the mean batch
+        grew from 16 to 23 appends and throughput rose 12-17% (medians of
+        five alternated runs), since each sync costs ~60 us of kernel time
+        on the benchmark's virtual disk. An idle server loses one loop turn.
+        """
+        assert self._loop is not None
+        self._kick_due = True
+        self._loop.call_soon(self._kick_if_due)
+
+    def _kick_if_due(self) -> None:
+        self._kick_due = False
+        if not self._in_flight and self.failure is None and self.written_lsn > self.durable_lsn:
+            self._kick()
 
     def _kick(self) -> None:
         assert self._loop is not None
@@ -177,7 +197,7 @@ class Committer:
             _, done = pending.popleft()
             done(None)
         if self.written_lsn > self.durable_lsn and self.failure is None and self.mode == "always":
-            self._kick()
+            self._kick_soon()
 
     def fail(self, exc: BaseException) -> None:
         if self.failure is None:
