@@ -148,9 +148,9 @@ class HttpConnection(asyncio.Protocol):
             data = self._take_upgrade_body(data)
             if not data:
                 return
-        if self._phase == _IDLE and self._active is None:
-            self._arm(self.limits.header_timeout, _HEADERS)
         try:
+            # The header timeout is armed by on_message_begin, at a
+            # request's first byte.
             self.parser.feed_data(data)
         except _Reject as exc:
             self._fail(exc)
@@ -254,8 +254,8 @@ class HttpConnection(asyncio.Protocol):
         if self._body_bytes > self.limits.max_body_bytes:
             raise _Reject(413, f"request body larger than {self.limits.max_body_bytes} bytes")
         self._body.append(body)
-        if self._active is None:
-            self._arm(self.limits.body_timeout, _BODY)
+        if self._active is None:  # progress: the stalled-body clock restarts
+            self.deadline = self.state.now + self.limits.body_timeout
 
     def on_message_complete(self) -> None:
         parser = self.parser

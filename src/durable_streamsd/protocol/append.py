@@ -22,12 +22,17 @@ from .params import is_true, media_type, parse_producer, parse_stream_seq
 if TYPE_CHECKING:
     from .app import StreamsApp
 
+_OPTIONAL = frozenset(("stream-closed", "producer-id", "producer-epoch", "producer-seq", "stream-seq"))
+
 
 def handle(app: StreamsApp, req: Request, res: Responder) -> None:
     h = req.headers
-    closing = is_true(h.get("stream-closed"))
-    producer = parse_producer(h)
-    seq = parse_stream_seq(h.get("stream-seq"))
+    if _OPTIONAL.isdisjoint(h):  # the usual plain append: nothing to parse
+        closing, producer, seq = False, None, None
+    else:
+        closing = is_true(h.get("stream-closed"))
+        producer = parse_producer(h)
+        seq = parse_stream_seq(h.get("stream-seq"))
     body = req.body
     if not body and not closing:
         raise bad_request("empty body: send data, or Stream-Closed: true to close")
