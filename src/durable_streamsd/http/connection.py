@@ -224,16 +224,9 @@ class HttpConnection(asyncio.Protocol):
         cl_text = headers.get("content-length")
         cl: int | None = None
         if cl_text is not None:
-            # Repeated headers arrive joined with ", ": all must agree.
-            values = {v.strip() for v in cl_text.split(",")} if "," in cl_text else (cl_text.strip(),)
-            if len(values) != 1:
-                raise _Reject(400, "conflicting Content-Length headers")
-            (only,) = values
             if te:
                 raise _Reject(400, "Content-Length together with Transfer-Encoding")
-            if not only.isdigit() or not only.isascii():
-                raise _Reject(400, "invalid Content-Length")
-            cl = int(only)
+            cl = int(cl_text) if cl_text.isdigit() and cl_text.isascii() else _content_length(cl_text)
             if cl > self.limits.max_body_bytes:
                 raise _Reject(413, f"request body larger than {self.limits.max_body_bytes} bytes")
         self._expect_body = te or (cl is not None and cl > 0)
@@ -291,7 +284,10 @@ class HttpConnection(asyncio.Protocol):
             return
         if not parser.should_keep_alive():
             headers["connection"] = "close"
-        self._enqueue(req)
+        if self._active is None and not self._queue:
+            self._dispatch(req)
+        else:
+            self._enqueue(req)
 
     # ------------------------------------------------------------ pipeline
 
@@ -349,7 +345,7 @@ class HttpConnection(asyncio.Protocol):
             self._loop.call_soon(self._next_in_pipeline)
             return
         self._phase = _IDLE
-        self._arm(self.limits.idle_timeout, _IDLE)
+        self.deadline = self.state.now + self.limits.idle_timeout
 
     def _next_in_pipeline(self) -> None:
         if self._active is not None or not self._queue or self.transport is None:
@@ -442,6 +438,18 @@ _NAMES = {
 }
 
 _REQUEST_LINE = re.compile(rb"[A-Za-z]+ \S+ HTTP/\d\.\d\r?\n")
+
+
+def _content_length(text: str) -> int:
+    """Content-Length that is not a plain number: padded, or repeated
+    (joined with ", "), where every copy must agree."""
+    values = {v.strip() for v in text.split(",")}
+    if len(values) != 1:
+        raise _Reject(400, "conflicting Content-Length headers")
+    (only,) = values
+    if not only.isdigit() or not only.isascii():
+        raise _Reject(400, "invalid Content-Length")
+    return int(only)
 
 
 def _invalid_method(data: bytes) -> _Reject:

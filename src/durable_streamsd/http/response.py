@@ -179,6 +179,8 @@ class Responder:
 
     def _finish(self) -> None:
         self.done = True
-        self._conn.log_response(self)
+        conn = self._conn
+        if conn.state.access_log is not None:
+            conn.log_response(self)
         self._on_close = None
-        self._conn.response_done(self)
+        conn.response_done(self)
