@@ -64,8 +64,9 @@ def _wrk(ctx: Ctx, server: Server, script: str, env: dict[str, str]) -> Metrics:
     r = run_wrk(server.host, server.port, script, env, p.connections, p.wrk_duration_s, ctx.load_cpu)
     u = meter.stop()
     out: Metrics = {**r.as_dict(), **u.as_dict()}
-    out["requests_per_server_cpu_s"] = round(r.requests / u.cpu_s, 1) if u.cpu_s > 0 else None
-    out["server_cpu_us_per_request"] = round(1e6 * u.cpu_s / r.requests, 1) if r.requests else None
+    answered_ok = r.rps * r.duration_s  # successes only, like the rate
+    out["requests_per_server_cpu_s"] = round(answered_ok / u.cpu_s, 1) if u.cpu_s > 0 else None
+    out["server_cpu_us_per_request"] = round(1e6 * u.cpu_s / answered_ok, 1) if answered_ok else None
     return out | _server_tail(server)
 
 

@@ -137,7 +137,7 @@ class Committer:
             return
         if done is not None:
             self._pending.append((lsn, done))
-        if not self._in_flight and not self._kick_due:
+        if not self._in_flight:
             self._kick_soon()
 
     def barrier(self, done: Done) -> None:
@@ -167,8 +167,9 @@ class Committer:
         on the benchmark's virtual disk. An idle server loses one loop turn.
         """
         assert self._loop is not None
-        self._kick_due = True
-        self._loop.call_soon(self._kick_if_due)
+        if not self._kick_due:
+            self._kick_due = True
+            self._loop.call_soon(self._kick_if_due)
 
     def _kick_if_due(self) -> None:
         self._kick_due = False
