@@ -191,3 +191,18 @@ def test_missing_catalog_refuses_start_and_repair_restores_it(tmp_path: Path) ->
     again = ServerProcess(data).start()
     assert read(again, "/k/a") == expected
     again.stop()
+
+
+@pytest.mark.parametrize("value", ["5000", "0", "-4096", "lots"])
+def test_bad_segment_size_is_refused_before_anything_is_made(tmp_path: Path, value: str) -> None:
+    """A segment size the layout cannot use stops `serve` with a usage
+    error naming the option; no data directory is created."""
+    data = tmp_path / "data"
+    done = subprocess.run(
+        [sys.executable, "-m", "durable_streamsd", "serve", "--data-dir", str(data), "--segment-bytes", value],
+        capture_output=True,
+        timeout=30,
+    )
+    assert done.returncode == 2, done.stderr
+    assert b"--segment-bytes" in done.stderr
+    assert not data.exists()

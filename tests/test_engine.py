@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from durable_streamsd.engine import Engine, EngineOptions, Producer, StorageFailedError, Stream, StreamConfig
+from durable_streamsd.engine.checkpoint import CorruptCatalogError
 from durable_streamsd.engine.records import (
     APPEND,
     AppendBody,
@@ -387,6 +389,35 @@ def test_segment_size_is_kept_by_the_data_directory(tmp_path: Path) -> None:
     asyncio.new_event_loop().run_until_complete(again.close())
     with pytest.raises(ValueError):
         Engine(str(tmp_path), EngineOptions(segment_bytes=5000))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda doc: doc.update(version=1), "unsupported catalog version 1"),
+        (lambda doc: doc.update(segment_bytes=5000), "invalid segment size 5000"),
+        (lambda doc: doc.pop("segment_bytes"), "invalid segment size None"),
+    ],
+    ids=["format-1", "odd-segment-size", "no-segment-size"],
+)
+def test_catalog_of_another_format_or_segment_size_is_refused(
+    tmp_path: Path, change: Callable[[dict[str, Any]], object], message: str
+) -> None:
+    """A catalog this build cannot map positions to files with stops the
+    start with a clear error, and nothing on disk is touched."""
+    first = Harness(tmp_path, "always")
+    first.append(first.create("/f"), b"f")
+    first.close()
+    catalog = tmp_path / "catalog.json"
+    body = catalog.read_bytes().rstrip(b"\n").rpartition(b"\n")[0]
+    doc = orjson.loads(body)
+    change(doc)
+    body = orjson.dumps(doc)
+    catalog.write_bytes(body + b"\n%08x\n" % zlib.crc32(body))
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(CorruptCatalogError, match=message):
+        Engine(str(tmp_path)).open()
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
 # --------------------------------------------------------------- recovery
