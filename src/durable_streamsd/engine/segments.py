@@ -9,9 +9,9 @@ one small file and a growing one never needs a new file until 64 MiB.
 That matters because creating a file is the expensive step: on this
 project's benchmark disk (ext4 without a journal, which skips recently
 freed inodes) one creation cost ~0.4 ms of CPU, and with 4 KiB segments
-that doubled it spent over half the server's time creating files while
-1,000 small streams were appended to. Growing a file is a cheap
-``fallocate`` and a new map.
+that doubled, ~10% of the server's CPU went to creating files while 1,000
+small streams were appended to. Growing a file is a cheap ``fallocate`` and
+a new map.
 
 Space is allocated with ``posix_fallocate`` before it is mapped and written:
 a write through a mapping of a sparse file on a full disk would kill the
