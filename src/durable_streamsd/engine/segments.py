@@ -98,9 +98,7 @@ class SegmentCache:
             os.makedirs(directory, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            size = os.fstat(fd).st_size
-            if size < need or size == 0:
-                size = _allocate(fd, need, target)
+            size = _ensure_allocated(fd, need, target)
             mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
             os.close(fd)
@@ -119,6 +117,15 @@ class SegmentCache:
 
     def clear(self) -> None:
         self._maps.clear()
+
+
+def _ensure_allocated(fd: int, need: int, target: int) -> int:
+    """Make the file at least need bytes (and never empty), allocating up to
+    target when it is shorter; returns its size."""
+    size = os.fstat(fd).st_size
+    if size < need or size == 0:
+        size = _allocate(fd, need, target)
+    return size
 
 
 def _allocate(fd: int, need: int, target: int) -> int:
@@ -147,8 +154,7 @@ def prepare_segment(directory: str, base: int, size: int, make_directory: bool) 
     except OSError:
         return  # e.g. the stream was deleted meanwhile: nothing to prepare
     try:
-        if os.fstat(fd).st_size < size:
-            os.posix_fallocate(fd, 0, size)
+        _ensure_allocated(fd, size, size)
     except OSError:
         pass
     finally:
