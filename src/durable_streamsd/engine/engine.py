@@ -213,7 +213,7 @@ class Engine:
 
     def get(self, path: str) -> Stream | None:
         s = self.by_path.get(path)
-        if s is not None and (s.config.ttl is not None or s.config.expires_at is not None):
+        if s is not None and s.config.expires:
             self._keep_alive_for_readers(s)
             due = s.deadline()
             if due is not None and due <= self.clock():

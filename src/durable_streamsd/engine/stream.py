@@ -41,6 +41,12 @@ class StreamConfig:
     ttl: int | None = None
     expires_at: float | None = None  # unix seconds
 
+    @property
+    def expires(self) -> bool:
+        """The stream can expire (a TTL or an Expires-At): deadline() is None
+        exactly when this is false."""
+        return self.ttl is not None or self.expires_at is not None
+
     def to_meta(self) -> dict[str, object]:
         return {"content_type": self.content_type, "ttl": self.ttl, "expires_at": self.expires_at}
 

@@ -48,7 +48,7 @@ class AnswerCache:
         return hit
 
     def put(self, s: Stream, query: str, headers: bytes, body: list[bytes | memoryview], tag: str) -> None:
-        if s.deadline() is not None or sum(map(len, body)) > MAX_BODY:
+        if s.config.expires or sum(map(len, body)) > MAX_BODY:
             return
         if len(self._entries) >= self._max:
             # Cheaper than LRU bookkeeping on every hit; a popular answer
