@@ -541,3 +541,65 @@ def test_failed_sync_fails_the_append_and_blocks_writes(harness: Harness) -> Non
         harness.append(s, b"refused")
     assert s.tail == 0
     harness.abandon()
+
+
+@pytest.mark.parametrize("fsync", ["always", "interval", "never"])
+def test_every_fsync_mode_acknowledges_in_order_and_recovers(tmp_path: Path, fsync: str) -> None:
+    """Creates and appends are answered in log order once the mode counts
+    them committed (after the sync, or on the next loop turn), never inside
+    the call that logged them; what was acknowledged is there after a
+    restart."""
+    h = Harness(tmp_path / "data", fsync=fsync)
+    answered: list[tuple[str, int]] = []
+    fut: asyncio.Future[None] = h.loop.create_future()
+    s = h.engine.create(
+        "/m", StreamConfig("text/plain"), False, b"c", [1], lambda exc: answered.append(("create", s.tail))
+    )
+    for i in range(50):
+
+        def done(exc: BaseException | None, i: int = i) -> None:
+            assert exc is None
+            answered.append((f"a{i}", s.tail))
+            if i == 49:
+                fut.set_result(None)
+
+        closes = i == 49
+        h.engine.append(s, b"%02d" % i, [2], close=closes, producer=Producer("p", 0, i), done=done)
+        assert not answered, "acknowledged inside the call that logged it"
+    h.loop.run_until_complete(fut)
+    assert [name for name, _ in answered] == ["create"] + [f"a{i}" for i in range(50)]
+    # Each answer sees at least its own record visible.
+    assert all(tail >= 1 + 2 * i for i, (_, tail) in enumerate(answered))
+    assert s.closed and s.tail == 101
+    h.close()
+    again = Harness(tmp_path / "data", fsync=fsync)
+    r = again.engine.get("/m")
+    assert r is not None and r.closed and r.producers["p"].last_seq == 49
+    assert again.read_all(r) == b"c" + b"".join(b"%02d" % i for i in range(50))
+    again.close()
+
+
+def test_failed_sync_fails_every_queued_append(harness: Harness) -> None:
+    """Appends waiting on one sync all fail with it, in order, and none of
+    them becomes visible."""
+    streams = [harness.create(f"/q{i}") for i in range(3)]
+
+    def failing_sync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    harness.engine.committer.sync = failing_sync
+    results: list[tuple[int, BaseException | None]] = []
+    fut: asyncio.Future[None] = harness.loop.create_future()
+    for i in range(9):
+
+        def done(exc: BaseException | None, i: int = i) -> None:
+            results.append((i, exc))
+            if len(results) == 9:
+                fut.set_result(None)
+
+        harness.engine.append(streams[i % 3], b"x", [1], done=done)
+    harness.loop.run_until_complete(fut)
+    assert [i for i, _ in results] == list(range(9))
+    assert all(isinstance(exc, StorageFailedError) for _, exc in results)
+    assert all(s.tail == 0 and harness.read_all(s) == b"" for s in streams)
+    harness.abandon()

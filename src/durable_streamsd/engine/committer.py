@@ -109,6 +109,11 @@ class Committer:
         # Hands over log records buffered on the loop, for the sync thread
         # to write before it syncs; set by the engine.
         self.take: Callable[[], PendingWrite | None] = _nothing
+        # Told (LSN now durable, None) after each commit and (durable LSN,
+        # the failure) when syncing fails; records logged with no done of
+        # their own are answered through it (the engine's appends: one
+        # queued tuple each instead of a callback).
+        self.on_durable: Callable[[int, BaseException | None], None] = _ignore
 
     def start(self, loop: asyncio.AbstractEventLoop, fd: int, lsn: int) -> None:
         self._loop = loop
@@ -132,8 +137,11 @@ class Committer:
         if self.mode != "always":
             # Deferred (in order) so callers never see a callback run inside
             # the call that logged the record.
-            if done is not None and self._loop is not None:
-                self._loop.call_soon(done, None)
+            if self._loop is not None:
+                if done is not None:
+                    self._loop.call_soon(done, None)
+                else:
+                    self._loop.call_soon(self.on_durable, lsn, None)
             return
         if done is not None:
             self._pending.append((lsn, done))
@@ -193,6 +201,7 @@ class Committer:
             self.fail(exc)
             return
         self.durable_lsn = max(self.durable_lsn, target)
+        self.on_durable(target, None)
         pending = self._pending
         while pending and pending[0][0] <= target:
             _, done = pending.popleft()
@@ -203,6 +212,7 @@ class Committer:
     def fail(self, exc: BaseException) -> None:
         if self.failure is None:
             self.failure = StorageFailedError(f"log sync failed: {exc}")
+        self.on_durable(self.durable_lsn, self.failure)
         pending, self._pending = self._pending, deque()
         for _, done in pending:
             done(self.failure)
@@ -227,6 +237,10 @@ class Committer:
 
 
 def _nothing() -> None:
+    return None
+
+
+def _ignore(lsn: int, exc: BaseException | None) -> None:
     return None
 
 

@@ -17,6 +17,7 @@ import os
 import shutil
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -114,6 +115,11 @@ class Engine:
         self.spares: Spares | None = None
         self.wake_listener: WakeListener | None = None
         self._wakes_due: dict[Stream, bool] = {}
+        # Creates and appends waiting for their commit, in LSN order:
+        # (lsn, stream, end position, closes, done).
+        self._acks: deque[tuple[int, Stream, int, bool, Done]] = deque()
+        self.committer.on_durable = self._durable
+        self._group_commit = self.options.fsync == "always"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._deadlines: list[tuple[float, int]] = []
         self._dirty_streams: set[Stream] = set()
@@ -252,7 +258,8 @@ class Engine:
         self.by_id[stream_id] = s
         self._apply_append(s, append)
         self._schedule_deadline(s)
-        self.committer.written(lsn, self._on_commit(s, len(payload), closed, done))
+        self._acks.append((lsn, s, len(payload), closed, done))
+        self.committer.written(lsn, None)
         return s
 
     def append(
@@ -266,21 +273,36 @@ class Engine:
         seq: bytes | None = None,
         done: Done,
     ) -> int:
-        """Append units (and/or close); returns the new tail position."""
-        self._check_writable()
+        """Append units (and/or close); returns the new tail position.
+
+        An append is an access: it resets a sliding TTL. The plain case (one
+        unit, no writer state) is framed without an AppendBody, and the
+        checks that almost never fire are inlined comparisons."""
+        if self.committer.failure is not None or self.wal is None:
+            self._check_writable()
         position = s.pending_tail
+        end = position + len(payload)
         store = s.store
-        self._reserve(store, position, len(payload))
-        following = store.to_prepare(position + len(payload))
-        if following is not None:
-            self.executor.submit(prepare_segment, store.directory, *following, False)
-        a = AppendBody(s.id, position, close, lengths, producer, seq, payload)
+        rel_end = end - store.origin
+        if rel_end > store.allocated and payload:
+            self._reserve(store, position, len(payload))
+        if rel_end > store.prepare_at:
+            following = store.to_prepare(end)
+            if following is not None:
+                self.executor.submit(prepare_segment, store.directory, *following, False)
         lsn = self.lsn + 1
-        self._log_framed(lsn, rec.frame_append(lsn, a))
-        self._apply_append(s, a)
+        if producer is None and seq is None and len(lengths) == 1:
+            data = rec.frame_unit(lsn, s.id, position, close, payload)
+        else:
+            data = rec.frame_append(lsn, AppendBody(s.id, position, close, lengths, producer, seq, payload))
+        self._log_framed(lsn, data)
+        self._apply(s, position, payload, lengths, close, producer, seq)
+        if s.config.ttl is not None:
+            s.last_access = self.clock()
         self.appends += 1
-        self.committer.written(lsn, self._on_commit(s, position + len(payload), close, done))
-        return position + len(payload)
+        self._acks.append((lsn, s, end, close, done))
+        self.committer.written(lsn, None)
+        return end
 
     def delete(self, s: Stream, done: Done) -> None:
         self._check_writable()
@@ -473,7 +495,7 @@ class Engine:
                     raise StorageFullError(str(exc)) from exc
                 raise
         wal = self.wal
-        if wal.capacity and self.committer.mode == "always":
+        if wal.capacity and self._group_commit:
             # Room is preallocated: nothing can fail for want of space, so the
             # write joins the batch the next sync flushes.
             wal.buffer(data)
@@ -490,18 +512,24 @@ class Engine:
         self.lsn = lsn
         return lsn
 
-    def _on_commit(self, s: Stream, end: int, close: bool, done: Done) -> Done:
-        def committed(exc: BaseException | None) -> None:
-            if exc is None:
-                if end > s.tail:
-                    s.tail = end
-                if close:
-                    s.closed = True
-                if len(s.waiters):
-                    self._wake_later(s, close)
-            done(exc)
-
-        return committed
+    def _durable(self, lsn: int, exc: BaseException | None) -> None:
+        """The committer's word on the log: answer queued creates and
+        appends up to lsn, moving each stream's visible tail first (or fail
+        every one still queued). Readers are woken after, once per batch."""
+        acks = self._acks
+        if exc is not None:
+            while acks:
+                acks.popleft()[4](exc)
+            return
+        while acks and acks[0][0] <= lsn:
+            _, s, end, close, done = acks.popleft()
+            if end > s.tail:
+                s.tail = end
+            if close:
+                s.closed = True
+            if s.waiters.count:
+                self._wake_later(s, close)
+            done(None)
 
     def _wake_later(self, s: Stream, everything: bool) -> None:
         """Wake a stream's readers once per commit batch, after its writers
@@ -528,17 +556,30 @@ class Engine:
             self.wake_listener(s, ready)
 
     def _apply_append(self, s: Stream, a: AppendBody) -> None:
-        if a.payload:
-            s.store.write(a.position, a.payload, self._dirty_segments)
-            s.add_units(a.position, a.payload, a.unit_lengths)
-            s.pending_tail = a.position + len(a.payload)
-        if a.producer is not None:
-            s.producers[a.producer.id] = ProducerState(a.producer.epoch, a.producer.seq)
-        if a.seq is not None:
-            s.last_seq = a.seq
-        if a.close:
+        self._apply(s, a.position, a.payload, a.unit_lengths, a.close, a.producer, a.seq)
+
+    def _apply(
+        self,
+        s: Stream,
+        position: int,
+        payload: bytes,
+        lengths: list[int],
+        close: bool,
+        producer: Producer | None,
+        seq: bytes | None,
+    ) -> None:
+        """Put a logged append into the stream's pending view and maps."""
+        if payload:
+            s.store.write(position, payload, self._dirty_segments)
+            s.add_units(position, payload, lengths)
+            s.pending_tail = position + len(payload)
+        if producer is not None:
+            s.producers[producer.id] = ProducerState(producer.epoch, producer.seq)
+        if seq is not None:
+            s.last_seq = seq
+        if close:
             s.closing = True
-            s.closed_by = a.producer
+            s.closed_by = producer
         self._dirty_streams.add(s)
 
     def _apply_delete(self, s: Stream) -> None:

@@ -76,15 +76,19 @@ _APPEND_ONE_CRC = struct.Struct("<QB" + _APPEND_ONE.format[1:])
 
 
 def frame_append(lsn: int, a: AppendBody) -> bytes:
-    """frame(lsn, APPEND, encode_append(a)); the common one-unit record is
-    packed in one step and its payload copied once."""
+    """frame(lsn, APPEND, encode_append(a)), with the common one-unit record
+    packed in one step."""
     if a.producer is None and a.seq is None and len(a.unit_lengths) == 1:
-        covered = _APPEND_ONE_CRC.pack(
-            lsn, APPEND, a.stream_id, a.position, F_CLOSE if a.close else 0, 1, a.unit_lengths[0]
-        )
-        crc = zlib.crc32(a.payload, zlib.crc32(covered))
-        return _LEN_CRC.pack(_APPEND_ONE.size + len(a.payload), crc) + covered + a.payload
+        return frame_unit(lsn, a.stream_id, a.position, a.close, a.payload)
     return frame(lsn, APPEND, encode_append(a))
+
+
+def frame_unit(lsn: int, stream_id: int, position: int, close: bool, payload: bytes) -> bytes:
+    """The framed append record of one unit with no writer state (the
+    usual append): no AppendBody, one pack, the payload copied once."""
+    covered = _APPEND_ONE_CRC.pack(lsn, APPEND, stream_id, position, F_CLOSE if close else 0, 1, len(payload))
+    crc = zlib.crc32(payload, zlib.crc32(covered))
+    return _LEN_CRC.pack(_APPEND_ONE.size + len(payload), crc) + covered + payload
 
 
 def encode_append(a: AppendBody) -> bytes:

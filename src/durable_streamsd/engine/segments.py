@@ -170,7 +170,7 @@ class SegmentStore:
     what is known to be allocated (-1 until a reopened stream first grows).
     """
 
-    __slots__ = ("directory", "origin", "size", "allocated", "_cache", "_prepare_at")
+    __slots__ = ("directory", "origin", "size", "allocated", "_cache", "prepare_at")
 
     def __init__(self, directory: str, origin: int, cache: SegmentCache, size: int = DEFAULT_SEGMENT_BYTES) -> None:
         self.directory = directory
@@ -179,8 +179,9 @@ class SegmentStore:
         self.allocated = -1
         self._cache = cache
         # Past this relative position the next allocation is prepared; set
-        # each time the allocation grows, cleared once it is handed out.
-        self._prepare_at = _NEVER
+        # each time the allocation grows, cleared once it is handed out
+        # (the append path compares against it before calling to_prepare).
+        self.prepare_at = _NEVER
 
     def _target(self, base: int, need: int) -> int:
         """How far to allocate a segment that must hold need bytes: whole
@@ -193,15 +194,15 @@ class SegmentStore:
     def _grow(self, base: int, need: int) -> mmap.mmap:
         mm = self._cache.grow(self.directory, base, need, self._target(base, need))
         self.allocated = base + len(mm)
-        self._prepare_at = base + len(mm) // 2
+        self.prepare_at = base + len(mm) // 2
         return mm
 
     def to_prepare(self, end: int) -> tuple[int, int] | None:
         """(base, size) of the allocation after the current one, the first
         time the current one is half used; else None."""
-        if end - self.origin <= self._prepare_at:
+        if end - self.origin <= self.prepare_at:
             return None
-        self._prepare_at = _NEVER
+        self.prepare_at = _NEVER
         alloc = self.allocated
         size = self.size
         base = (alloc - 1) - (alloc - 1) % size

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 
 class WaiterSet:
-    __slots__ = ("_by_position", "_count")
+    __slots__ = ("_by_position", "count")
 
     def __init__(self) -> None:
         # Inner dicts keep insertion order and make removal O(1).
         self._by_position: dict[int, dict[object, None]] = {}
-        self._count = 0
+        # Readers parked (len() without a call, for the commit path).
+        self.count = 0
 
     def __len__(self) -> int:
-        return self._count
+        return self.count
 
     def add(self, position: int, waiter: object) -> None:
         group = self._by_position.get(position)
@@ -26,7 +27,7 @@ class WaiterSet:
             self._by_position[position] = {waiter: None}
         else:
             group[waiter] = None
-        self._count += 1
+        self.count += 1
 
     def discard(self, position: int, waiter: object) -> None:
         group = self._by_position.get(position)
@@ -35,7 +36,7 @@ class WaiterSet:
         if waiter not in group:
             return
         del group[waiter]
-        self._count -= 1
+        self.count -= 1
         if not group:
             del self._by_position[position]
 
@@ -51,5 +52,5 @@ class WaiterSet:
             for p, _ in ready:
                 del self._by_position[p]
         for _, g in ready:
-            self._count -= len(g)
+            self.count -= len(g)
         return ready

@@ -10,6 +10,7 @@ idle keep-alive, slow headers, stalled body.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import socket
@@ -96,6 +97,7 @@ class HttpConnection(asyncio.Protocol):
         self._url = b""
         self._headers: dict[str, str] = {}
         self._header_bytes = 0
+        self._max_header_bytes = state.limits.max_header_bytes
         self._body: list[bytes] = []
         self._body_bytes = 0
         self._expect_body = False
@@ -148,9 +150,12 @@ class HttpConnection(asyncio.Protocol):
             data = self._take_upgrade_body(data)
             if not data:
                 return
+        if self._phase == _IDLE:
+            # A request's first bytes: the slow-header clock starts (a
+            # request already under way keeps its own clock).
+            self._phase = _HEADERS
+            self.deadline = self.state.now + self.limits.header_timeout
         try:
-            # The header timeout is armed by on_message_begin, at a
-            # request's first byte.
             self.parser.feed_data(data)
         except _Reject as exc:
             self._fail(exc)
@@ -191,15 +196,6 @@ class HttpConnection(asyncio.Protocol):
 
     # ------------------------------------------------------ parser callbacks
 
-    def on_message_begin(self) -> None:
-        self._url = b""
-        self._headers = {}
-        self._header_bytes = 0
-        self._body = []
-        self._body_bytes = 0
-        if self._active is None:
-            self._arm(self.limits.header_timeout, _HEADERS)
-
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._header_bytes += len(url)
@@ -207,16 +203,17 @@ class HttpConnection(asyncio.Protocol):
             raise _Reject(431 if len(self._url) < self._header_bytes else 414, "request line or headers too large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value) + 4
-        if self._header_bytes > self.limits.max_header_bytes:
+        n = self._header_bytes + len(name) + len(value) + 4
+        self._header_bytes = n
+        if n > self._max_header_bytes:
             raise _Reject(431, "request headers too large")
         # Straight into the dict the handler reads: one pass per header.
-        key = _NAMES.get(name)
-        if key is None:
-            key = name.decode("latin-1").lower()
+        key = _NAMES.get(name) or name.decode("latin-1").lower()
         headers = self._headers
-        prev = headers.get(key)
-        headers[key] = value.decode("latin-1") if prev is None else prev + ", " + value.decode("latin-1")
+        if key in headers:
+            headers[key] += ", " + value.decode("latin-1")
+        else:
+            headers[key] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         headers = self._headers
@@ -251,31 +248,22 @@ class HttpConnection(asyncio.Protocol):
             self.deadline = self.state.now + self.limits.body_timeout
 
     def on_message_complete(self) -> None:
+        # No on_message_begin (one callback less per request): the state a
+        # message collects is reset here, for the next one.
         parser = self.parser
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method) or raw_method.decode("ascii", "replace")
         url = self._url
-        raw_path, _, raw_query = url.partition(b"?")
-        if b"#" in raw_path:
-            raw_path = raw_path.partition(b"#")[0]
-        if not raw_path.startswith(b"/"):
-            try:  # absolute-form target (http://host/path)
-                parsed = httptools.parse_url(url)
-            except httptools.HttpParserInvalidURLError:
-                raise _Reject(400, "invalid request target") from None
-            raw_path, raw_query = parsed.path or b"/", parsed.query or b""
-        try:
-            path = (unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path).decode("utf-8")
-        except UnicodeDecodeError:
-            raise _Reject(400, "request path is not valid UTF-8") from None
-        if "\x00" in path:
-            raise _Reject(400, "request path contains a NUL byte")
+        path, query = _target(url) if len(url) <= _CACHED_TARGET_BYTES else _parse_target(url)
         headers = self._headers
-        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        parts = self._body
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._url = b""
+        self._headers = {}
+        self._header_bytes = 0
         self._body = []
-        if b"#" in raw_query:
-            raw_query = raw_query.partition(b"#")[0]
-        req = Request(method, url, path, raw_query.decode("latin-1"), headers, body, headers.get("host", ""))
+        self._body_bytes = 0
+        req = Request(method, url, path, query, headers, body, headers.get("host", ""))
         if self._upgrade_length is not None:
             headers.pop("upgrade", None)
             headers["connection"] = "keep-alive"
@@ -438,6 +426,37 @@ _NAMES = {
 }
 
 _REQUEST_LINE = re.compile(rb"[A-Za-z]+ \S+ HTTP/\d\.\d\r?\n")
+
+# Request targets up to this long are decoded once and remembered: clients
+# send the same few URLs over and over (one stream's appends, a tail read).
+_CACHED_TARGET_BYTES = 512
+
+
+def _parse_target(url: bytes) -> tuple[str, str]:
+    """(decoded path, raw query) of a request target; a 400 for a target
+    that is not a usable path."""
+    raw_path, _, raw_query = url.partition(b"?")
+    if b"#" in raw_path:
+        raw_path = raw_path.partition(b"#")[0]
+    if not raw_path.startswith(b"/"):
+        try:  # absolute-form target (http://host/path)
+            parsed = httptools.parse_url(url)
+        except httptools.HttpParserInvalidURLError:
+            raise _Reject(400, "invalid request target") from None
+        raw_path, raw_query = parsed.path or b"/", parsed.query or b""
+    try:
+        path = (unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Reject(400, "request path is not valid UTF-8") from None
+    if "\x00" in path:
+        raise _Reject(400, "request path contains a NUL byte")
+    if b"#" in raw_query:
+        raw_query = raw_query.partition(b"#")[0]
+    return path, raw_query.decode("latin-1")
+
+
+# Rejected targets raise, so only good ones are remembered.
+_target = functools.lru_cache(maxsize=4096)(_parse_target)
 
 
 def _content_length(text: str) -> int:

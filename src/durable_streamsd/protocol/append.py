@@ -36,7 +36,7 @@ def handle(app: StreamsApp, req: Request, res: Responder) -> None:
     body = req.body
     if not body and not closing:
         raise bad_request("empty body: send data, or Stream-Closed: true to close")
-    mtype = None
+    mtype = ctype = None
     if body:
         ctype = h.get("content-type")
         if ctype is None or not ctype.strip():
@@ -49,7 +49,8 @@ def handle(app: StreamsApp, req: Request, res: Responder) -> None:
     if s.closing:
         _answer_closed(app, res, s, producer, closing and not body)
         return
-    if mtype is not None and mtype != media_type(s.config.content_type):
+    stream_type = s.config.content_type
+    if mtype is not None and ctype != stream_type and mtype != media_type(stream_type):
         raise ProtocolError(409, "Content-Type does not match the stream's content type")
     if body and s.is_json:
         payload, lengths = frame_messages(body, allow_empty=False)
@@ -74,8 +75,6 @@ def handle(app: StreamsApp, req: Request, res: Responder) -> None:
             return
     if seq is not None and s.last_seq is not None and seq <= s.last_seq:
         raise ProtocolError(409, "Stream-Seq must increase: it is not greater than the last one")
-
-    engine.touch(s)
 
     def done(exc: BaseException | None) -> None:
         if exc is not None:
