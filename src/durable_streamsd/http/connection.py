@@ -197,6 +197,9 @@ class HttpConnection(asyncio.Protocol):
     # ------------------------------------------------------ parser callbacks
 
     def on_url(self, url: bytes) -> None:
+        if self._phase == _IDLE:
+            # A request that began in the bytes after one answered at once.
+            self._arm(self.limits.header_timeout, _HEADERS)
         self._url += url
         self._header_bytes += len(url)
         if self._header_bytes > self.limits.max_header_bytes:
@@ -331,6 +334,12 @@ class HttpConnection(asyncio.Protocol):
             # a long pipeline would otherwise recurse once per request.
             self._phase = _BUSY
             self._loop.call_soon(self._next_in_pipeline)
+            return
+        if self._url:
+            # The next request has begun arriving behind this one: its
+            # header clock starts now (data_received only starts it when
+            # bytes find the connection idle).
+            self._arm(self.limits.header_timeout, _HEADERS)
             return
         self._phase = _IDLE
         self.deadline = self.state.now + self.limits.idle_timeout
