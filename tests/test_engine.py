@@ -48,11 +48,12 @@ PROPS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCh
 class Harness:
     """Runs an engine on a private event loop, one awaited operation at a time."""
 
-    def __init__(self, data_dir: Path, fsync: str = "always") -> None:
+    def __init__(self, data_dir: Path, fsync: str = "always", **overrides: Any) -> None:
         self.loop = asyncio.new_event_loop()
         # Small preallocated log files keep the many property examples quick;
         # small segments make them cross segment boundaries often.
-        options = EngineOptions(fsync=fsync, wal_file_bytes=256 * 1024, segment_bytes=SEGMENT)
+        base: dict[str, Any] = {"fsync": fsync, "wal_file_bytes": 256 * 1024, "segment_bytes": SEGMENT}
+        options = EngineOptions(**(base | overrides))
         self.engine = Engine(str(data_dir), options)
         self.report = self.engine.open()
         self.engine.start(self.loop)
@@ -644,3 +645,22 @@ def test_without_rwf_dsync_batches_fall_back_to_write_then_sync(
     r = again.engine.get("/plain")
     assert r is not None and again.read_all(r) == b"000001002003004"
     again.close()
+
+
+def test_checkpoint_is_due_once_the_log_outgrows_its_budget_across_files(tmp_path: Path) -> None:
+    """checkpoint_wal_bytes counts the whole log since the last checkpoint,
+    not only the current file (preallocated files are smaller than it)."""
+    h = Harness(tmp_path / "data", wal_file_bytes=64 * 1024, checkpoint_wal_bytes=256 * 1024, checkpoint_interval=3600)
+    s = h.create("/big")
+    for _ in range(50):  # 200,000 payload bytes: under the budget
+        h.append(s, b"z" * 4000)
+        assert not h.engine.checkpoint_due()
+    assert len(list((tmp_path / "data" / "wal").glob("*.wal"))) >= 3  # the log spans several files
+    for _ in range(30):  # the budget is passed within 120,000 more
+        if h.engine.checkpoint_due():
+            break
+        h.append(s, b"z" * 4000)
+    assert h.engine.checkpoint_due()
+    h.loop.run_until_complete(h.engine.checkpoint())
+    assert not h.engine.checkpoint_due()
+    h.close()

@@ -131,6 +131,10 @@ class Engine:
         self._last_checkpoint = 0.0
         # LSN of the newest catalog on disk; the log is kept back to the one before.
         self._checkpoint_lsn = 0
+        # Log bytes in files rotated out since the last checkpoint: with
+        # preallocated files smaller than checkpoint_wal_bytes, the current
+        # file alone never reaches it.
+        self._wal_bytes_rotated = 0
         self.appends = 0
 
     # ------------------------------------------------------------------ setup
@@ -384,7 +388,7 @@ class Engine:
     def checkpoint_due(self) -> bool:
         if self.wal is None or self._checkpointing:
             return False
-        if self.wal.size >= self.options.checkpoint_wal_bytes:
+        if self._wal_bytes_rotated + self.wal.size >= self.options.checkpoint_wal_bytes:
             return True
         idle_for = time.monotonic() - self._last_checkpoint
         return bool(self._dirty_streams or self._dirty_segments) and idle_for >= self.options.checkpoint_interval
@@ -420,6 +424,7 @@ class Engine:
         drop: list[str] = []
         if rotate:
             self._rotate_wal()
+            self._wal_bytes_rotated = 0
             files = list_wal_files(self.wal_dir)
             old_wal = [p for _, p in files if p != self.wal.path]
             drop = _covered_files(files, self._checkpoint_lsn)
@@ -477,6 +482,7 @@ class Engine:
             raise StorageFailedError(f"log write failed: {exc}") from exc
         new = WalWriter(self.wal_dir, self.lsn + 1, self.spares.take())
         self.committer.rotate(new.fd)
+        self._wal_bytes_rotated += self.wal.size
         self.wal = new
 
     def _log(self, rtype: int, body: bytes) -> int:
