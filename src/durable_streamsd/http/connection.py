@@ -202,7 +202,7 @@ class HttpConnection(asyncio.Protocol):
             self._arm(self.limits.header_timeout, _HEADERS)
         self._url += url
         self._header_bytes += len(url)
-        if self._header_bytes > self.limits.max_header_bytes:
+        if self._header_bytes > self._max_header_bytes:
             raise _Reject(431 if len(self._url) < self._header_bytes else 414, "request line or headers too large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
