@@ -5,8 +5,9 @@ count as committed. In ``always`` mode a single sync runs at a time on a
 dedicated thread; records written while it runs wait for the next one, which
 starts at the loop turn after the previous one returns, so one sync serves
 many appends across many streams (where the kernel offers it, a batch's
-write and its sync are one ``pwritev(RWF_DSYNC)`` call). ``interval`` acknowledges on write and syncs on a timer;
-``never`` leaves syncing to the operating system.
+write and its sync are one ``pwritev(RWF_DSYNC)`` call). ``interval``
+acknowledges on write and syncs on a timer; ``never`` leaves syncing to the
+operating system.
 """
 
 from __future__ import annotations
