@@ -151,7 +151,7 @@ def test_append_records_round_trip(
     a = AppendBody(stream_id, position, close, [len(u) for u in units], producer, seq, b"".join(units))
     assert decode_append(encode_append(a)) == a
     framed = frame(5, APPEND, encode_append(a))
-    assert frame_append(5, a) == framed
+    assert frame_append(5, stream_id, position, close, a.unit_lengths, producer, seq, a.payload) == framed
     parsed = parse_frame(framed, 0)
     assert parsed is not None and parsed[0] == 5 and decode_append(parsed[2]) == a
 

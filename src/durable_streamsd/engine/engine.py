@@ -119,7 +119,6 @@ class Engine:
         # (lsn, stream, end position, closes, done).
         self._acks: deque[tuple[int, Stream, int, bool, Done]] = deque()
         self.committer.on_durable = self._durable
-        self._group_commit = self.options.fsync == "always"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._deadlines: list[tuple[float, int]] = []
         self._dirty_streams: set[Stream] = set()
@@ -279,9 +278,8 @@ class Engine:
     ) -> int:
         """Append units (and/or close); returns the new tail position.
 
-        An append is an access: it resets a sliding TTL. The plain case (one
-        unit, no writer state) is framed without an AppendBody, and the
-        checks that almost never fire are inlined comparisons."""
+        An append is an access: it resets a sliding TTL. The checks that
+        almost never fire are inlined comparisons."""
         if self.committer.failure is not None or self.wal is None:
             self._check_writable()
         position = s.pending_tail
@@ -295,14 +293,9 @@ class Engine:
             if following is not None:
                 self.executor.submit(prepare_segment, store.directory, *following, False)
         lsn = self.lsn + 1
-        if producer is None and seq is None and len(lengths) == 1:
-            data = rec.frame_unit(lsn, s.id, position, close, payload)
-        else:
-            data = rec.frame_append(lsn, AppendBody(s.id, position, close, lengths, producer, seq, payload))
-        self._log_framed(lsn, data)
+        self._log_framed(lsn, rec.frame_append(lsn, s.id, position, close, lengths, producer, seq, payload))
         self._apply(s, position, payload, lengths, close, producer, seq)
-        if s.config.ttl is not None:
-            s.last_access = self.clock()
+        self.touch(s)
         self.appends += 1
         self._acks.append((lsn, s, end, close, done))
         self.committer.written(lsn, None)
@@ -501,7 +494,7 @@ class Engine:
                     raise StorageFullError(str(exc)) from exc
                 raise
         wal = self.wal
-        if wal.capacity and self._group_commit:
+        if wal.capacity and self.committer.mode == "always":
             # Room is preallocated: nothing can fail for want of space, so the
             # write joins the batch the next sync flushes.
             wal.buffer(data)

@@ -75,20 +75,24 @@ _LEN_CRC = struct.Struct("<II")
 _APPEND_ONE_CRC = struct.Struct("<QB" + _APPEND_ONE.format[1:])
 
 
-def frame_append(lsn: int, a: AppendBody) -> bytes:
-    """frame(lsn, APPEND, encode_append(a)), with the common one-unit record
-    packed in one step."""
-    if a.producer is None and a.seq is None and len(a.unit_lengths) == 1:
-        return frame_unit(lsn, a.stream_id, a.position, a.close, a.payload)
-    return frame(lsn, APPEND, encode_append(a))
-
-
-def frame_unit(lsn: int, stream_id: int, position: int, close: bool, payload: bytes) -> bytes:
-    """The framed append record of one unit with no writer state (the
-    usual append): no AppendBody, one pack, the payload copied once."""
-    covered = _APPEND_ONE_CRC.pack(lsn, APPEND, stream_id, position, F_CLOSE if close else 0, 1, len(payload))
-    crc = zlib.crc32(payload, zlib.crc32(covered))
-    return _LEN_CRC.pack(_APPEND_ONE.size + len(payload), crc) + covered + payload
+def frame_append(
+    lsn: int,
+    stream_id: int,
+    position: int,
+    close: bool,
+    lengths: list[int],
+    producer: Producer | None,
+    seq: bytes | None,
+    payload: bytes,
+) -> bytes:
+    """frame(lsn, APPEND, encode_append(...)) of an append given by its
+    fields: the usual record (one unit, no writer state) is packed in one
+    step with its payload copied once, and no AppendBody is built for it."""
+    if producer is None and seq is None and len(lengths) == 1:
+        covered = _APPEND_ONE_CRC.pack(lsn, APPEND, stream_id, position, F_CLOSE if close else 0, 1, len(payload))
+        crc = zlib.crc32(payload, zlib.crc32(covered))
+        return _LEN_CRC.pack(_APPEND_ONE.size + len(payload), crc) + covered + payload
+    return frame(lsn, APPEND, encode_append(AppendBody(stream_id, position, close, lengths, producer, seq, payload)))
 
 
 def encode_append(a: AppendBody) -> bytes:
