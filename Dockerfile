@@ -8,6 +8,10 @@
 # ---- build: a wheel of the package and of every dependency.
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# mypyc compiles the request path to C (setup.py); the compiler stays here.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # .dockerignore lets in only what the package build needs.
 COPY . .

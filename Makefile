@@ -10,14 +10,20 @@ CONFORMANCE := tests/conformance
 
 .PHONY: serve install install-test test pytest conformance lint typecheck bench bench-deps soak clean
 
-$(VENV)/.installed: pyproject.toml
+# The request path is compiled in place (setup.py): an edited source is
+# rebuilt before anything runs, so a stale extension never shadows it.
+SOURCES := $(shell find src/durable_streamsd -name '*.py')
+
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.installed: $(PY) pyproject.toml setup.py $(SOURCES)
 	$(PY) -m pip install -q -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) scripts/extra-requirements.py test | $(PY) -m pip install -q -r /dev/stdin
 	touch $@
 
 $(CONFORMANCE)/node_modules/.installed: $(CONFORMANCE)/package.json $(CONFORMANCE)/package-lock.json

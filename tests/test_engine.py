@@ -15,7 +15,6 @@ import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -119,8 +118,9 @@ def test_offsets_sort_like_positions(a: int, b: int) -> None:
 
 @given(st.integers(0, 2**63 - 1), st.integers(0, 2**63 - 1))
 def test_next_offset_header_carries_the_offset_token(stream_id: int, position: int) -> None:
-    s = SimpleNamespace(id=stream_id)
-    assert next_offset(s, position) == f"stream-next-offset: {format_offset(stream_id, position)}\r\n".encode()  # type: ignore[arg-type]
+    store = SegmentStore("/nonexistent", 0, SegmentCache(1))
+    s = Stream(stream_id, "/s", StreamConfig("text/plain"), store, 0.0)
+    assert next_offset(s, position) == f"stream-next-offset: {format_offset(stream_id, position)}\r\n".encode()
 
 
 @given(st.text(alphabet="ab=&;-_.~09xyzé%+", max_size=40))

@@ -172,8 +172,8 @@ def _check_streams(data_dir: str, report: CheckReport) -> None:
             units += 1
             try:
                 data = s.store.read_bytes(pos, pos + n)
-            except (OSError, ValueError) as exc:
-                report.problems.append(f"{s.store.directory}: unit at position {pos} unreadable: {exc}")
+            except (OSError, ValueError) as unreadable:
+                report.problems.append(f"{s.store.directory}: unit at position {pos} unreadable: {unreadable}")
                 break
             if zlib.crc32(data) != crc:
                 report.problems.append(f"{s.store.directory}: checksum mismatch for the unit at position {pos}")

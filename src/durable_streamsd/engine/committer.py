@@ -54,22 +54,22 @@ class SyncThread:
         self._fuse = _RWF_DSYNC is not None
         self._jobs: queue.SimpleQueue[SyncJob | None] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._worker: threading.Thread | None = None
         self._name = name
 
     def submit(self, loop: asyncio.AbstractEventLoop, job: SyncJob) -> None:
-        if self._thread is None:
+        if self._worker is None:
             self._loop = loop
-            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-            self._thread.start()
+            self._worker = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._worker.start()
         self._jobs.put(job)
 
     def shutdown(self, wait: bool = True) -> None:
-        if self._thread is not None:
+        if self._worker is not None:
             self._jobs.put(None)
             if wait:
-                self._thread.join()
-            self._thread = None
+                self._worker.join()
+            self._worker = None
 
     def _run(self) -> None:
         jobs = self._jobs

@@ -37,7 +37,9 @@ MIN_ALLOC = 4 * 1024
 MIN_SEGMENT_BYTES = MIN_ALLOC
 
 
-_NEVER = float("inf")
+# "Not yet": an int, so the position compares stay integer compares
+# (compiled, a float there would change the attribute's representation).
+_NEVER = 1 << 62
 
 
 def valid_segment_bytes(n: int) -> bool:

@@ -65,7 +65,7 @@ class Spares:
         self.directory = directory
         self.file_bytes = file_bytes
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._maker: threading.Thread | None = None
         self._counter = 0
         os.makedirs(directory, exist_ok=True)
         for name in os.listdir(directory):
@@ -90,13 +90,13 @@ class Spares:
         if self.file_bytes <= 0:
             return
         with self._lock:
-            if self._thread is not None and self._thread.is_alive():
+            if self._maker is not None and self._maker.is_alive():
                 return
-            self._thread = threading.Thread(target=self._make_if_missing, name="ds-wal-spare", daemon=True)
-            self._thread.start()
+            self._maker = threading.Thread(target=self._make_if_missing, name="ds-wal-spare", daemon=True)
+            self._maker.start()
 
     def join(self) -> None:
-        t = self._thread
+        t = self._maker
         if t is not None:
             t.join()
 

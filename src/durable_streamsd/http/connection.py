@@ -155,27 +155,29 @@ class HttpConnection(asyncio.Protocol):
             # request already under way keeps its own clock).
             self._phase = _HEADERS
             self.deadline = self.state.now + self.limits.header_timeout
+        # Each handler names its exception differently: compiled, one name
+        # has one type for the whole function.
         try:
             self.parser.feed_data(data)
-        except _Reject as exc:
-            self._fail(exc)
-        except httptools.HttpParserUpgrade as exc:
+        except _Reject as rejected:
+            self._fail(rejected)
+        except httptools.HttpParserUpgrade as upgrade:
             # An upgrade offer (curl --http2 sends `Upgrade: h2c`) is declined
             # by serving the request as plain HTTP/1.1 (RFC 9110 7.8); llhttp
             # stops at its headers, so its body is collected here.
             if self._upgrade is None:
                 self._fail(_Reject(400, "malformed upgrade request"))
                 return
-            rest = self._take_upgrade_body(data[exc.args[0] :])
+            rest = self._take_upgrade_body(data[upgrade.args[0] :])
             if rest:
                 self.data_received(rest)
-        except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
+        except httptools.HttpParserCallbackError as callback_error:
+            cause = callback_error.__context__
             self._fail(cause if isinstance(cause, _Reject) else _Reject(400, "malformed request"))
         except httptools.HttpParserInvalidMethodError:
             self._fail(_invalid_method(data))
-        except httptools.HttpParserError as exc:
-            self._fail(_Reject(400, _parser_message(exc)))
+        except httptools.HttpParserError as parse_error:
+            self._fail(_Reject(400, _parser_message(parse_error)))
 
     def _take_upgrade_body(self, data: bytes) -> bytes:
         """Collect an upgrade-offering request's body; returns what follows it."""
