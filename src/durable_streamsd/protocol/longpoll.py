@@ -22,9 +22,22 @@ if TYPE_CHECKING:
 
 
 class LongPoll:
-    __slots__ = ("res", "cursor", "timer", "from_now")
+    """One long-poll request, parked or answered at once.
 
-    def __init__(self, res: Responder, cursor: str | None, from_now: bool = False) -> None:
+    Its timeout and disconnect handlers are its own methods, not closures:
+    compiled, a closure and its captured state refer to each other, so each
+    parked poll left a cycle for the garbage collector. The timer and the
+    close callback (each of which refers back to the poll) are dropped as
+    soon as the poll is answered or abandoned."""
+
+    __slots__ = ("res", "cursor", "timer", "from_now", "app", "s", "position")
+
+    def __init__(
+        self, app: StreamsApp, s: Stream, position: int, res: Responder, cursor: str | None, from_now: bool
+    ) -> None:
+        self.app = app
+        self.s = s
+        self.position = position
         self.res = res
         self.cursor = cursor
         self.timer: asyncio.TimerHandle | None = None
@@ -32,36 +45,42 @@ class LongPoll:
         # cached, or later pollers would get old data at once.
         self.from_now = from_now
 
+    def park(self) -> None:
+        self.app.engine.wait(self.s, self.position, self)
+        self.timer = asyncio.get_running_loop().call_later(self.app.config.long_poll_timeout, self.timed_out)
+        self.res.on_close(self.gone)
+
+    def unpark(self) -> None:
+        """Stop the timer and forget the close callback (a wake or the end)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.res.on_close(None)
+
+    def timed_out(self) -> None:
+        self.timer = None
+        self.unpark()
+        self.app.engine.unwait(self.s, self.position, self)
+        _send_empty(self.s, self.position, [self])
+
+    def gone(self) -> None:
+        self.unpark()
+        self.app.engine.unwait(self.s, self.position, self)
+
 
 def start(app: StreamsApp, s: Stream, res: Responder, position: int, cursor: str | None, from_now: bool) -> None:
+    poll = LongPoll(app, s, position, res, cursor, from_now)
     if position < s.tail:
-        _send_data(app, s, position, [LongPoll(res, cursor, from_now)])
-        return
-    if s.closed or app.shutting_down:
-        _send_empty(s, position, [LongPoll(res, cursor, from_now)])
-        return
-    waiter = LongPoll(res, cursor, from_now)
-    engine = app.engine
-    engine.wait(s, position, waiter)
-
-    def timed_out() -> None:
-        engine.unwait(s, position, waiter)
-        _send_empty(s, position, [waiter])
-
-    def gone() -> None:
-        if waiter.timer is not None:
-            waiter.timer.cancel()
-        engine.unwait(s, position, waiter)
-
-    waiter.timer = asyncio.get_running_loop().call_later(app.config.long_poll_timeout, timed_out)
-    res.on_close(gone)
+        _send_data(app, s, position, [poll])
+    elif s.closed or app.shutting_down:
+        _send_empty(s, position, [poll])
+    else:
+        poll.park()
 
 
 def wake(app: StreamsApp, s: Stream, position: int, waiters: list[LongPoll]) -> None:
     for w in waiters:
-        if w.timer is not None:
-            w.timer.cancel()
-        w.res.on_close(None)
+        w.unpark()
     if s.deleted:
         for w in waiters:
             app.fail(w.res, ProtocolError(404, "stream was deleted"))
