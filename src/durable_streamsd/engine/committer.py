@@ -19,10 +19,11 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable
+from typing import Final
 
 Done = Callable[[BaseException | None], None]
 
-FSYNC_MODES = ("always", "interval", "never")
+FSYNC_MODES: Final = ("always", "interval", "never")
 _RWF_DSYNC: int | None = getattr(os, "RWF_DSYNC", None)
 
 

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Final
 
 from . import checkpoint as ckpt
 from . import records as rec
@@ -678,7 +679,7 @@ def _disk_full(exc: OSError) -> bool:
 
 
 # Above this many dirty segments a checkpoint flushes with one sync().
-MANY_SEGMENTS = 256
+MANY_SEGMENTS: Final = 256
 
 
 def _run_checkpoint(data_dir: str, job: _CheckpointJob) -> None:

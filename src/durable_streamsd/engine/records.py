@@ -11,28 +11,29 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import Final
 
 import orjson
 
-HEADER = struct.Struct("<IIQB")
-HEADER_SIZE = HEADER.size
-_CRC_START = 8  # the CRC covers everything after length and crc
+HEADER: Final = struct.Struct("<IIQB")
+HEADER_SIZE: Final = HEADER.size
+_CRC_START: Final = 8  # the CRC covers everything after length and crc
 
-CREATE = 1
-APPEND = 2
-DELETE = 3
+CREATE: Final = 1
+APPEND: Final = 2
+DELETE: Final = 3
 
-F_CLOSE = 1
-F_PRODUCER = 2
-F_SEQ = 4
+F_CLOSE: Final = 1
+F_PRODUCER: Final = 2
+F_SEQ: Final = 4
 
-_APPEND_HEAD = struct.Struct("<QQBI")
-_PRODUCER = struct.Struct("<QQ")
-_U16 = struct.Struct("<H")
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
+_APPEND_HEAD: Final = struct.Struct("<QQBI")
+_PRODUCER: Final = struct.Struct("<QQ")
+_U16: Final = struct.Struct("<H")
+_U32: Final = struct.Struct("<I")
+_U64: Final = struct.Struct("<Q")
 
-MAX_RECORD = 1 << 31
+MAX_RECORD: Final = 1 << 31
 
 
 @dataclass(slots=True)
@@ -69,10 +70,10 @@ def frame(lsn: int, rtype: int, body: bytes) -> bytes:
 
 
 # An append of one unit with no writer state: the common record, packed in one go.
-_APPEND_ONE = struct.Struct("<QQBII")
-_LEN_CRC = struct.Struct("<II")
+_APPEND_ONE: Final = struct.Struct("<QQBII")
+_LEN_CRC: Final = struct.Struct("<II")
 # What the CRC covers in a one-unit append frame: lsn, type, then the body head.
-_APPEND_ONE_CRC = struct.Struct("<QB" + _APPEND_ONE.format[1:])
+_APPEND_ONE_CRC: Final = struct.Struct("<QB" + _APPEND_ONE.format[1:])
 
 
 def frame_append(

@@ -27,19 +27,20 @@ import mmap
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
+from typing import Final
 
-DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+DEFAULT_SEGMENT_BYTES: Final = 64 * 1024 * 1024
 # The first allocation of a stream's first segment, and the step allocations
 # double from.
-MIN_ALLOC = 4 * 1024
+MIN_ALLOC: Final = 4 * 1024
 # Smallest segment size a data directory may be made with (tests use small
 # ones to cross segment boundaries often).
-MIN_SEGMENT_BYTES = MIN_ALLOC
+MIN_SEGMENT_BYTES: Final = MIN_ALLOC
 
 
 # "Not yet": an int, so the position compares stay integer compares
 # (compiled, a float there would change the attribute's representation).
-_NEVER = 1 << 62
+_NEVER: Final = 1 << 62
 
 
 def valid_segment_bytes(n: int) -> bool:

@@ -17,6 +17,7 @@ import socket
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Final
 from urllib.parse import unquote_to_bytes
 
 import httptools
@@ -80,9 +81,12 @@ class ServerState:
             self._sweeper = None
 
 
-_IDLE, _HEADERS, _BODY, _BUSY = range(4)
-SWEEP_PERIOD = 0.1
-_NEVER = float("inf")
+_IDLE: Final = 0
+_HEADERS: Final = 1
+_BODY: Final = 2
+_BUSY: Final = 3
+SWEEP_PERIOD: Final = 0.1
+_NEVER: Final = float("inf")
 
 
 class HttpConnection(asyncio.Protocol):
@@ -412,8 +416,8 @@ class HttpConnection(asyncio.Protocol):
 
 
 # Decoded once: the names and methods nearly every request carries.
-_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS")}
-_NAMES = {
+_METHODS: Final = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS")}
+_NAMES: Final = {
     raw: raw.decode().lower()
     for name in (
         "Host",
@@ -436,11 +440,11 @@ _NAMES = {
     for raw in (name.encode(), name.lower().encode())
 }
 
-_REQUEST_LINE = re.compile(rb"[A-Za-z]+ \S+ HTTP/\d\.\d\r?\n")
+_REQUEST_LINE: Final = re.compile(rb"[A-Za-z]+ \S+ HTTP/\d\.\d\r?\n")
 
 # Request targets up to this long are decoded once and remembered: clients
 # send the same few URLs over and over (one stream's appends, a tail read).
-_CACHED_TARGET_BYTES = 512
+_CACHED_TARGET_BYTES: Final = 512
 
 
 def _parse_target(url: bytes) -> tuple[str, str]:
@@ -467,7 +471,7 @@ def _parse_target(url: bytes) -> tuple[str, str]:
 
 
 # Rejected targets raise, so only good ones are remembered.
-_target = functools.lru_cache(maxsize=4096)(_parse_target)
+_target: Final = functools.lru_cache(maxsize=4096)(_parse_target)
 
 
 def _content_length(text: str) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from .connection import HttpConnection
@@ -27,11 +27,11 @@ def _status_line(code: int) -> bytes:
     return f"HTTP/1.1 {code} {phrase}\r\n".encode()
 
 
-STATUS_LINES: dict[int, bytes] = {code: _status_line(code) for code in range(100, 600)}
+STATUS_LINES: Final[dict[int, bytes]] = {code: _status_line(code) for code in range(100, 600)}
 
-_CLOSE = b"connection: close\r\n"
-_CHUNKED = b"transfer-encoding: chunked\r\n"
-_LAST_CHUNK = b"0\r\n\r\n"
+_CLOSE: Final = b"connection: close\r\n"
+_CHUNKED: Final = b"transfer-encoding: chunked\r\n"
+_LAST_CHUNK: Final = b"0\r\n\r\n"
 
 
 def chunk(data: Buffer) -> list[Buffer]:

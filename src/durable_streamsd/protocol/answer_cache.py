@@ -14,11 +14,12 @@ copied out of the segment maps, so an entry pins no map and no descriptor.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from ..engine import Stream
 
-MAX_BODY = 4096
-MAX_ENTRIES = 2048
+MAX_BODY: Final = 4096
+MAX_ENTRIES: Final = 2048
 
 
 @dataclass(slots=True, frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from ..engine import Engine, StorageFailedError, StorageFullError, Stream
 from ..http import Request, Responder
@@ -22,7 +23,7 @@ from .headers import ALLOWED_METHODS, TEXT
 
 log = logging.getLogger("durable_streamsd.protocol")
 
-RESERVED_SEGMENT = "__ds"
+RESERVED_SEGMENT: Final = "__ds"
 
 
 @dataclass(frozen=True)

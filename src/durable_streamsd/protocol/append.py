@@ -9,7 +9,7 @@ append happen in one step on the loop, so each producer is serialised.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from ..engine import Producer, Stream
 from ..http import Request, Responder
@@ -22,7 +22,7 @@ from .params import is_true, media_type, parse_producer, parse_stream_seq
 if TYPE_CHECKING:
     from .app import StreamsApp
 
-_OPTIONAL = frozenset(("stream-closed", "producer-id", "producer-epoch", "producer-seq", "stream-seq"))
+_OPTIONAL: Final = frozenset(("stream-closed", "producer-id", "producer-epoch", "producer-seq", "stream-seq"))
 
 
 def handle(app: StreamsApp, req: Request, res: Responder) -> None:
@@ -76,18 +76,43 @@ def handle(app: StreamsApp, req: Request, res: Responder) -> None:
     if seq is not None and s.last_seq is not None and seq <= s.last_seq:
         raise ProtocolError(409, "Stream-Seq must increase: it is not greater than the last one")
 
-    def done(exc: BaseException | None) -> None:
+    answer = _Answer(app, res, s, closing, producer, bool(body))
+    answer.end = engine.append(s, payload, lengths, close=closing, producer=producer, seq=seq, done=answer)
+
+
+class _Answer:
+    """Answers one append once the engine reports it durable (the engine
+    never calls back inside append(), so end is set by then).
+
+    An object rather than a closure: compiled, a closure and the frame
+    state it captures refer to each other, so every append left a cycle of
+    four objects (closure, its environment, Request, Responder) for the
+    cyclic garbage collector, which then ran every ~160 requests."""
+
+    __slots__ = ("app", "res", "s", "closing", "producer", "has_body", "end")
+
+    def __init__(
+        self, app: StreamsApp, res: Responder, s: Stream, closing: bool, producer: Producer | None, has_body: bool
+    ) -> None:
+        self.app = app
+        self.res = res
+        self.s = s
+        self.closing = closing
+        self.producer = producer
+        self.has_body = has_body
+        self.end = 0
+
+    def __call__(self, exc: BaseException | None) -> None:
         if exc is not None:
-            app.fail(res, ProtocolError(503, f"storage failed, the append was not made durable: {exc}"))
+            self.app.fail(self.res, ProtocolError(503, f"storage failed, the append was not made durable: {exc}"))
             return
-        headers = next_offset(s, end) + (CLOSED if closing else b"")
+        headers = next_offset(self.s, self.end) + (CLOSED if self.closing else b"")
+        producer = self.producer
         if producer is None:
-            res.send(204, headers)
+            self.res.send(204, headers)
             return
         headers += line("producer-epoch", producer.epoch) + line("producer-seq", producer.seq)
-        res.send(200 if body else 204, headers)
-
-    end = engine.append(s, payload, lengths, close=closing, producer=producer, seq=seq, done=done)
+        self.res.send(200 if self.has_body else 204, headers)
 
 
 def _answer_closed(app: StreamsApp, res: Responder, s: Stream, producer: Producer | None, close_only: bool) -> None:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import random
 import time
+from typing import Final
 
-CURSOR_EPOCH = 1728432000  # 2024-10-09T00:00:00Z
-CURSOR_INTERVAL = 20
+CURSOR_EPOCH: Final = 1728432000  # 2024-10-09T00:00:00Z
+CURSOR_INTERVAL: Final = 20
 
 
 def next_cursor(client_cursor: str | None, now: float | None = None) -> str:

@@ -4,34 +4,35 @@ from __future__ import annotations
 
 import functools
 import time
+from typing import Final
 
 from ..engine import Stream
 
-EXPOSED = (
+EXPOSED: Final = (
     "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Stream-TTL, "
     "Stream-Expires-At, Stream-SSE-Data-Encoding, Producer-Epoch, Producer-Seq, "
     "Producer-Expected-Seq, Producer-Received-Seq, ETag, Location, Content-Type"
 )
-ALLOWED_REQUEST_HEADERS = (
+ALLOWED_REQUEST_HEADERS: Final = (
     "Content-Type, Authorization, If-None-Match, Stream-Seq, Stream-TTL, Stream-Expires-At, "
     "Stream-Closed, Producer-Id, Producer-Epoch, Producer-Seq, Stream-Forked-From, "
     "Stream-Fork-Offset, Stream-Fork-Sub-Offset"
 )
-ALLOWED_METHODS = "GET, HEAD, POST, PUT, DELETE, OPTIONS"
+ALLOWED_METHODS: Final = "GET, HEAD, POST, PUT, DELETE, OPTIONS"
 
 # Browser security headers (section 12.7) and CORS, on every response.
-COMMON = (
+COMMON: Final = (
     "x-content-type-options: nosniff\r\n"
     "cross-origin-resource-policy: cross-origin\r\n"
     "access-control-allow-origin: *\r\n"
     f"access-control-expose-headers: {EXPOSED}\r\n"
 ).encode()
 
-NO_STORE = b"cache-control: no-store\r\n"
-CACHEABLE = b"cache-control: public, max-age=60, stale-while-revalidate=300\r\n"
-UP_TO_DATE = b"stream-up-to-date: true\r\n"
-CLOSED = b"stream-closed: true\r\n"
-TEXT = b"content-type: text/plain; charset=utf-8\r\n"
+NO_STORE: Final = b"cache-control: no-store\r\n"
+CACHEABLE: Final = b"cache-control: public, max-age=60, stale-while-revalidate=300\r\n"
+UP_TO_DATE: Final = b"stream-up-to-date: true\r\n"
+CLOSED: Final = b"stream-closed: true\r\n"
+TEXT: Final = b"content-type: text/plain; charset=utf-8\r\n"
 
 
 def line(name: str, value: str | int) -> bytes:

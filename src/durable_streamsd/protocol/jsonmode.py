@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -23,7 +23,7 @@ def _reject_constant(name: str) -> Any:
 
 # orjson turns integers beyond 64 bits into floats, silently changing the
 # message; bodies with such long digit runs take the exact (slower) path.
-_LONG_DIGITS = re.compile(rb"\d{19,}")
+_LONG_DIGITS: Final = re.compile(rb"\d{19,}")
 
 
 def _loads(body: bytes) -> Any:

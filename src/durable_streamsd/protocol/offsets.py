@@ -9,12 +9,13 @@ CDN cached under them) can never be mistaken for positions of the new one.
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from .errors import bad_request
 
-_TOKEN = re.compile(r"([0-9a-f]{16})_([0-9a-f]{16})")
-BEGINNING = "-1"
-NOW = "now"
+_TOKEN: Final = re.compile(r"([0-9a-f]{16})_([0-9a-f]{16})")
+BEGINNING: Final = "-1"
+NOW: Final = "now"
 
 
 def format_offset(stream_id: int, position: int) -> str:

@@ -9,21 +9,22 @@ from __future__ import annotations
 import functools
 import re
 from datetime import datetime
+from typing import Final
 from urllib.parse import parse_qsl
 
 from ..engine import Producer
 from .errors import bad_request
 
-MAX_SAFE_INTEGER = 2**53 - 1
-MAX_TOKEN_BYTES = 1024
+MAX_SAFE_INTEGER: Final = 2**53 - 1
+MAX_TOKEN_BYTES: Final = 1024
 # Timestamps must stay expressible in RFC 3339's four-digit years, in UTC.
-_YEAR_1 = -62135596800
-_YEAR_10000 = 253402300800
+_YEAR_1: Final = -62135596800
+_YEAR_10000: Final = 253402300800
 
-_DECIMAL = re.compile(r"0|[1-9][0-9]*")
-_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})")
+_DECIMAL: Final = re.compile(r"0|[1-9][0-9]*")
+_RFC3339: Final = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})")
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_MEDIA_TYPE = re.compile(rf"\s*({_TOKEN})/({_TOKEN})\s*(;.*)?", re.DOTALL)
+_MEDIA_TYPE: Final = re.compile(rf"\s*({_TOKEN})/({_TOKEN})\s*(;.*)?", re.DOTALL)
 
 
 def query_params(query: str) -> dict[str, list[str]]:

@@ -4,14 +4,15 @@ producer's stored state and the request's epoch and sequence."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from ..engine import ProducerState
 
-ACCEPT = "accept"
-DUPLICATE = "duplicate"
-STALE_EPOCH = "stale_epoch"
-GAP = "gap"
-BAD_EPOCH_START = "bad_epoch_start"
+ACCEPT: Final = "accept"
+DUPLICATE: Final = "duplicate"
+STALE_EPOCH: Final = "stale_epoch"
+GAP: Final = "gap"
+BAD_EPOCH_START: Final = "bad_epoch_start"
 
 
 @dataclass(frozen=True, slots=True)

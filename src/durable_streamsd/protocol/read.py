@@ -7,7 +7,7 @@ Stream-Closed only when the tail of a closed stream is reached.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from ..engine import Stream
 from ..http import Request, Responder
@@ -21,7 +21,7 @@ from .params import query_params, single
 if TYPE_CHECKING:
     from .app import StreamsApp
 
-LIVE_MODES = ("long-poll", "sse")
+LIVE_MODES: Final = ("long-poll", "sse")
 
 
 def handle(app: StreamsApp, req: Request, res: Responder) -> None:

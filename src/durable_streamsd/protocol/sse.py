@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import orjson
 
@@ -28,9 +28,9 @@ from .offsets import format_offset
 if TYPE_CHECKING:
     from .app import StreamsApp
 
-EVENT_STREAM = b"content-type: text/event-stream\r\ncache-control: no-cache\r\n"
-BASE64 = b"stream-sse-data-encoding: base64\r\n"
-SSE_CHUNK = 64 * 1024
+EVENT_STREAM: Final = b"content-type: text/event-stream\r\ncache-control: no-cache\r\n"
+BASE64: Final = b"stream-sse-data-encoding: base64\r\n"
+SSE_CHUNK: Final = 64 * 1024
 
 
 def encoding_of(s: Stream) -> str:
