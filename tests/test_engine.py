@@ -170,11 +170,10 @@ def test_segment_store_reads_back_what_was_written(size: int, chunks: list[int],
         # A cache of one map: eviction between reserve, write and read too.
         store = SegmentStore(tmp, origin, SegmentCache(1), size)
         expected = bytearray()
-        touched: set[tuple[str, int]] = set()
         for i, n in enumerate(chunks):
             data = bytes([i % 251 + 1]) * n
             store.reserve(origin + len(expected), n)
-            store.write(origin + len(expected), data, touched)
+            store.write(origin + len(expected), data)
             expected += data
             assert store.allocated >= len(expected) or n == 0
         assert store.read_bytes(origin, origin + len(expected)) == bytes(expected)
@@ -184,6 +183,57 @@ def test_segment_store_reads_back_what_was_written(size: int, chunks: list[int],
         assert all(sizes[base] == size for base in sizes if base != max(sizes))
         assert all(0 < n <= size for n in sizes.values())
         assert sum(sizes.values()) <= 2 * len(expected) + size + MIN_ALLOC
+
+
+def test_segment_store_names_each_segment_written_since_the_last_checkpoint(tmp_path: Path) -> None:
+    """What a checkpoint must flush: every segment written since the last
+    one, each once, and nothing when nothing was written."""
+    size = 4096
+    store = SegmentStore(str(tmp_path), 0, SegmentCache(8), size)
+
+    def write(position: int, n: int) -> None:
+        store.reserve(position, n)
+        store.write(position, b"d" * n)
+
+    def paths(*bases: int) -> list[str]:
+        return [str(tmp_path / segment_name(b)) for b in bases]
+
+    write(0, 10_000)
+    assert store.take_dirty(10_000) == paths(0, 4096, 8192)
+    assert store.take_dirty(10_000) == []
+    write(10_000, 100)
+    assert store.take_dirty(10_100) == paths(8192)
+    write(10_100, 3_000)  # crosses into the next segment
+    write(13_100, 10)
+    assert store.take_dirty(13_110) == paths(8192, 12288)
+
+
+def test_segment_cache_keeps_maps_in_use_and_evicts_idle_ones(tmp_path: Path) -> None:
+    """Second chance: a stream written between evictions keeps its map open
+    while streams written once lose theirs (after the first pass, which
+    finds every map used and clears them all); the bound always holds."""
+    cache = SegmentCache(3)
+    hot = SegmentStore(str(tmp_path / "hot"), 0, cache, 4096)
+    os.makedirs(tmp_path / "hot")
+    hot.reserve(0, 10)
+    hot.write(0, b"h" * 10)
+    # Held here, so a reopened map cannot reuse a dropped one's address.
+    hot_maps = [cache.get(str(tmp_path / "hot"), 0)]
+    for i in range(20):
+        d = tmp_path / f"cold{i}"
+        os.makedirs(d)
+        cold = SegmentStore(str(d), 0, cache, 4096)
+        cold.reserve(0, 5)
+        cold.write(0, bytes([i]) * 5)
+        hot.write(10 + i, b"h")
+        assert len(cache) <= 3
+        assert cold.read_bytes(0, 5) == bytes([i]) * 5
+        hot_maps.append(cache.get(str(tmp_path / "hot"), 0))
+    assert len({id(m) for m in hot_maps}) <= 2  # reopened once at most, not once per eviction
+    assert hot.read_bytes(0, 30) == b"h" * 30
+    # An evicted cold stream reopens its file and reads what it wrote.
+    again = SegmentStore(str(tmp_path / "cold0"), 0, cache, 4096)
+    assert again.read_bytes(0, 5) == b"\x00" * 5
 
 
 # ------------------------------------------------------------ JSON framing

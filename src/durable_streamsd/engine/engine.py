@@ -32,7 +32,6 @@ from .segments import (
     SegmentCache,
     SegmentStore,
     prepare_segment,
-    segment_name,
     valid_segment_bytes,
 )
 from .stream import INDEX_ENTRY, ProducerState, Stream, StreamConfig
@@ -122,9 +121,9 @@ class Engine:
         self.committer.on_durable = self._durable
         self._loop: asyncio.AbstractEventLoop | None = None
         self._deadlines: list[tuple[float, int]] = []
-        self._dirty_streams: set[Stream] = set()
-        # (stream directory, segment base): paths are built at checkpoint time.
-        self._dirty_segments: set[tuple[str, int]] = set()
+        # Streams changed since the last checkpoint, each once (Stream.dirty):
+        # a flag on the stream being written is cheaper than a set insert.
+        self._dirty_streams: list[Stream] = []
         self._entries: dict[int, bytes] = {}
         self._retry: _CheckpointJob | None = None
         self._checkpointing = False
@@ -385,12 +384,12 @@ class Engine:
         if self._wal_bytes_rotated + self.wal.size >= self.options.checkpoint_wal_bytes:
             return True
         idle_for = time.monotonic() - self._last_checkpoint
-        return bool(self._dirty_streams or self._dirty_segments) and idle_for >= self.options.checkpoint_interval
+        return bool(self._dirty_streams) and idle_for >= self.options.checkpoint_interval
 
     async def checkpoint(self, force: bool = False) -> None:
         if self._checkpointing or self.failure is not None:
             return
-        if not force and not (self._dirty_streams or self._dirty_segments or self._retry):
+        if not force and not (self._dirty_streams or self._retry):
             return
         self._checkpointing = True
         try:
@@ -430,6 +429,7 @@ class Engine:
             job.old_wal.extend(p for p in self._retry.old_wal if p not in job.old_wal)
             job.drop_wal = [p for p in job.drop_wal if p in job.old_wal]
         for s in self._dirty_streams:
+            s.dirty = False
             if s.deleted:
                 self._entries.pop(s.id, None)
                 continue
@@ -440,10 +440,9 @@ class Engine:
                 s.index_units += len(entries) // INDEX_ENTRY.size
                 s.in_flight_index += entries
                 s.unflushed_index = bytearray()
+            job.segments.extend(s.store.take_dirty(s.pending_tail))
             self._entries[s.id] = ckpt.encode_stream(s, s.index_units)
         self._dirty_streams.clear()
-        job.segments.extend(os.path.join(d, segment_name(base)) for d, base in self._dirty_segments)
-        self._dirty_segments.clear()
         job.catalog = ckpt.encode_catalog(lsn, self.next_id, list(self._entries.values()), self.segment_bytes)
         return job
 
@@ -570,7 +569,7 @@ class Engine:
     ) -> None:
         """Put a logged append into the stream's pending view and maps."""
         if payload:
-            s.store.write(position, payload, self._dirty_segments)
+            s.store.write(position, payload)
             s.add_units(position, payload, lengths)
             s.pending_tail = position + len(payload)
         if producer is not None:
@@ -580,7 +579,9 @@ class Engine:
         if close:
             s.closing = True
             s.closed_by = producer
-        self._dirty_streams.add(s)
+        if not s.dirty:
+            s.dirty = True
+            self._dirty_streams.append(s)
 
     def _apply_delete(self, s: Stream) -> None:
         s.deleted = True
@@ -588,7 +589,9 @@ class Engine:
             del self.by_path[s.path]
         self.by_id.pop(s.id, None)
         self.cache.forget_directory(s.store.directory)
-        self._dirty_streams.add(s)
+        if not s.dirty:
+            s.dirty = True
+            self._dirty_streams.append(s)
 
     def _flushed_index(self, s: Stream) -> bytes:
         """Index entries counted in index_units: those on disk, plus those a

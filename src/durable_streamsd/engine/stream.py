@@ -73,6 +73,7 @@ class Stream:
         "in_flight_index",
         "_boundaries",
         "deleted",
+        "dirty",
     )
 
     def __init__(self, stream_id: int, path: str, config: StreamConfig, store: SegmentStore, created_at: float) -> None:
@@ -100,6 +101,8 @@ class Stream:
         # Unit end positions, loaded lazily for JSON chunking.
         self._boundaries: array[int] | None = None
         self.deleted = False
+        # Listed for the next checkpoint (the engine's dirty list).
+        self.dirty = False
 
     @property
     def start(self) -> int:
