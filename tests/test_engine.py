@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
+import re
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -36,7 +38,7 @@ from durable_streamsd.engine.records import (
 )
 from durable_streamsd.engine.segments import MIN_ALLOC, SegmentCache, SegmentStore, prepare_segment, segment_name
 from durable_streamsd.protocol.headers import next_offset
-from durable_streamsd.protocol.jsonmode import frame_messages, wrap_array
+from durable_streamsd.protocol.jsonmode import frame_messages, has_long_digit_run, wrap_array
 from durable_streamsd.protocol.offsets import format_offset, parse_offset
 from durable_streamsd.protocol.params import query_params
 
@@ -247,6 +249,22 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12,
 )
+
+
+_digit_pieces = st.sampled_from([b"1", b"23", b"456789", b"x", b" ", b"-"])
+
+
+@given(st.binary(max_size=60) | st.lists(_digit_pieces, max_size=40).map(b"".join))
+def test_long_digit_runs_are_found_exactly(body: bytes) -> None:
+    """The check that sends bodies with integers orjson would turn into
+    floats down the exact path finds what the regex \\d{19,} finds."""
+    assert has_long_digit_run(body) == bool(re.search(rb"[0-9]{19,}", body))
+
+
+@given(st.integers(2**63, 2**200) | st.integers(-(2**200), -(2**63) - 1))
+def test_json_integers_beyond_64_bits_are_kept_exactly(n: int) -> None:
+    payload, lengths = frame_messages(json.dumps({"n": n, "m": [n]}).encode(), allow_empty=False)
+    assert json.loads(b"".join(wrap_array([memoryview(payload)]))) == [{"n": n, "m": [n]}]
 
 
 @given(json_values)

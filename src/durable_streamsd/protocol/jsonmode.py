@@ -9,7 +9,6 @@ an empty stream on PUT.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Final
 
 import orjson
@@ -22,12 +21,20 @@ def _reject_constant(name: str) -> Any:
 
 
 # orjson turns integers beyond 64 bits into floats, silently changing the
-# message; bodies with such long digit runs take the exact (slower) path.
-_LONG_DIGITS: Final = re.compile(rb"\d{19,}")
+# message; bodies with a run of 19 or more digits take the exact (slower)
+# path. The run is found by mapping digits to "0" and everything else to a
+# space, then one substring search: the regex \d{19,} cost ~13,000
+# instructions on a 90-byte message, more than the rest of the append.
+_DIGITS_AS_ZEROS: Final = bytes(0x30 if 0x30 <= c <= 0x39 else 0x20 for c in range(256))
+_LONG_RUN: Final = b"0" * 19
+
+
+def has_long_digit_run(body: bytes) -> bool:
+    return _LONG_RUN in body.translate(_DIGITS_AS_ZEROS)
 
 
 def _loads(body: bytes) -> Any:
-    if not _LONG_DIGITS.search(body):
+    if not has_long_digit_run(body):
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -68,12 +75,12 @@ def _dumps(value: Any) -> bytes:
 def frame_messages(body: bytes, allow_empty: bool) -> tuple[bytes, list[int]]:
     """Validate a JSON body and return (framed payload, message lengths)."""
     value = _loads(body)
-    if isinstance(value, list):
-        if not value and not allow_empty:
-            raise bad_request("empty JSON array: nothing to append")
-        parts = [_dumps(v) + b"," for v in value]
-    else:
-        parts = [_dumps(value) + b","]
+    if not isinstance(value, list):  # the usual case: one message
+        one = _dumps(value) + b","
+        return one, [len(one)]
+    if not value and not allow_empty:
+        raise bad_request("empty JSON array: nothing to append")
+    parts = [_dumps(v) + b"," for v in value]
     return b"".join(parts), [len(p) for p in parts]
 
 
