@@ -36,13 +36,29 @@ _U64: Final = struct.Struct("<Q")
 MAX_RECORD: Final = 1 << 31
 
 
-@dataclass(slots=True)
 class Producer:
-    """An idempotent producer's identity and the batch that establishes state."""
+    """An idempotent producer's identity and the batch that establishes state.
 
-    id: str
-    epoch: int
-    seq: int
+    A plain class: built per producer append, and compiled, a dataclass's
+    generated __init__ stays interpreted Python."""
+
+    __slots__ = ("id", "epoch", "seq")
+
+    def __init__(self, id: str, epoch: int, seq: int) -> None:
+        self.id = id
+        self.epoch = epoch
+        self.seq = seq
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Producer):
+            return NotImplemented
+        return (self.id, self.epoch, self.seq) == (other.id, other.epoch, other.seq)
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.epoch, self.seq))
+
+    def __repr__(self) -> str:
+        return f"Producer({self.id!r}, {self.epoch}, {self.seq})"
 
 
 @dataclass(slots=True)

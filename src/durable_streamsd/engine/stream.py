@@ -17,7 +17,6 @@ import zlib
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from .records import Producer
 from .segments import SegmentStore
@@ -29,17 +28,22 @@ INDEX_ENTRY = struct.Struct("<QII")  # position, length, crc32
 BoundaryLoader = Callable[["Stream"], bytes]
 
 
-@dataclass(slots=True)
+# Plain classes: compiled, a dataclass's generated __init__ stays interpreted.
 class ProducerState:
-    epoch: int
-    last_seq: int
+    __slots__ = ("epoch", "last_seq")
+
+    def __init__(self, epoch: int, last_seq: int) -> None:
+        self.epoch = epoch
+        self.last_seq = last_seq
 
 
-@dataclass(slots=True)
 class StreamConfig:
-    content_type: str
-    ttl: int | None = None
-    expires_at: float | None = None  # unix seconds
+    __slots__ = ("content_type", "ttl", "expires_at")
+
+    def __init__(self, content_type: str, ttl: int | None = None, expires_at: float | None = None) -> None:
+        self.content_type = content_type
+        self.ttl = ttl
+        self.expires_at = expires_at  # unix seconds
 
     @property
     def expires(self) -> bool:

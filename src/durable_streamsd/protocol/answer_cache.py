@@ -13,7 +13,6 @@ copied out of the segment maps, so an entry pins no map and no descriptor.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
 
 from ..engine import Stream
@@ -22,13 +21,17 @@ MAX_BODY: Final = 4096
 MAX_ENTRIES: Final = 2048
 
 
-@dataclass(slots=True, frozen=True)
 class Answer:
-    tail: int
-    closed: bool
-    headers: bytes
-    body: bytes
-    tag: str
+    """A plain class: compiled, a dataclass's generated __init__ stays interpreted."""
+
+    __slots__ = ("tail", "closed", "headers", "body", "tag")
+
+    def __init__(self, tail: int, closed: bool, headers: bytes, body: bytes, tag: str) -> None:
+        self.tail = tail
+        self.closed = closed
+        self.headers = headers
+        self.body = body
+        self.tag = tag
 
 
 class AnswerCache:

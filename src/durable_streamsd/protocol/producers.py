@@ -3,7 +3,6 @@ producer's stored state and the request's epoch and sequence."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
 
 from ..engine import ProducerState
@@ -15,11 +14,15 @@ GAP: Final = "gap"
 BAD_EPOCH_START: Final = "bad_epoch_start"
 
 
-@dataclass(frozen=True, slots=True)
 class ProducerDecision:
-    kind: str
-    # Current epoch (stale), expected seq (gap), highest accepted seq (duplicate).
-    value: int = 0
+    """A plain class: a dataclass's __init__ stays interpreted when compiled."""
+
+    __slots__ = ("kind", "value")
+
+    def __init__(self, kind: str, value: int = 0) -> None:
+        self.kind = kind
+        # Current epoch (stale), expected seq (gap), highest accepted seq (duplicate).
+        self.value = value
 
 
 def decide(state: ProducerState | None, epoch: int, seq: int) -> ProducerDecision:
