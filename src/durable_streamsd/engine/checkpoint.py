@@ -134,13 +134,15 @@ def producer_from(raw: object) -> Producer | None:
     return Producer(str(raw[0]), int(raw[1]), int(raw[2]))
 
 
-def flush_index(directory: str, first_unit: int, entries: bytes) -> None:
-    """Write index entries at their fixed place (idempotent) and sync."""
+def flush_index(directory: str, first_unit: int, entries: bytes, sync: bool = True) -> None:
+    """Write index entries at their fixed place (idempotent) and sync them,
+    unless the caller makes everything durable with one sync() after."""
     os.makedirs(directory, exist_ok=True)
     fd = os.open(os.path.join(directory, INDEX_FILE), os.O_WRONLY | os.O_CREAT, 0o644)
     try:
         os.pwrite(fd, entries, first_unit * INDEX_ENTRY.size)
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
 
