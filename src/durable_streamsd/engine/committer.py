@@ -34,7 +34,10 @@ class StorageFailedError(Exception):
 
 # Log bytes the loop handed over: (fd, file offset, data).
 PendingWrite = tuple[int, int, bytes | bytearray]
-SyncJob = tuple[Callable[[int], None], PendingWrite | None, list[int], int, Callable[[BaseException | None], None]]
+# (sync, write, fds, how many are old files, target LSN, reply(target, error)).
+SyncJob = tuple[
+    Callable[[int], None], PendingWrite | None, list[int], int, int, Callable[[int, BaseException | None], None]
+]
 
 
 class SyncThread:
@@ -78,7 +81,7 @@ class SyncThread:
             job = jobs.get()
             if job is None:
                 return
-            sync, write, fds, n_old, reply = job
+            sync, write, fds, n_old, target, reply = job
             error: BaseException | None = None
             try:
                 if write is not None and self._write_synced(sync, write, fds):
@@ -92,7 +95,7 @@ class SyncThread:
             loop = self._loop
             assert loop is not None
             try:
-                loop.call_soon_threadsafe(reply, error)
+                loop.call_soon_threadsafe(reply, target, error)
             except RuntimeError:
                 return  # the loop is closed: nobody is waiting any more
 
@@ -232,7 +235,9 @@ class Committer:
         n_old = len(self._old_fds)
         self._old_fds = []
         self._in_flight = True
-        self.executor.submit(self._loop, (self.sync, write, fds, n_old, lambda exc: self._synced(target, exc)))
+        # A bound method and the target in the job, not a lambda: compiled,
+        # a lambda and what it captures form a reference cycle per sync.
+        self.executor.submit(self._loop, (self.sync, write, fds, n_old, target, self._synced))
 
     def _synced(self, target: int, exc: BaseException | None) -> None:
         self._in_flight = False

@@ -305,14 +305,7 @@ class Engine:
         self._check_writable()
         lsn = self._log(rec.DELETE, rec.encode_delete(s.id))
         self._apply_delete(s)
-        directory = s.store.directory
-
-        def committed(exc: BaseException | None) -> None:
-            if exc is None:
-                self.executor.submit(shutil.rmtree, directory, True)
-            done(exc)
-
-        self.committer.written(lsn, committed)
+        self.committer.written(lsn, _RemoveWhenDurable(self.executor, s.store.directory, done))
         self._wake(s, everything=True)
 
     def barrier(self, done: Done) -> None:
@@ -679,6 +672,24 @@ class Engine:
 
 def _disk_full(exc: OSError) -> bool:
     return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+class _RemoveWhenDurable:
+    """A delete's commit callback: the stream's files go once the delete
+    is durable. An object, not a closure: compiled, a closure and the state
+    it captures form a reference cycle."""
+
+    __slots__ = ("executor", "directory", "done")
+
+    def __init__(self, executor: ThreadPoolExecutor, directory: str, done: Done) -> None:
+        self.executor = executor
+        self.directory = directory
+        self.done = done
+
+    def __call__(self, exc: BaseException | None) -> None:
+        if exc is None:
+            self.executor.submit(shutil.rmtree, self.directory, True)
+        self.done(exc)
 
 
 # Above this many files to flush (dirty segments and index files) a

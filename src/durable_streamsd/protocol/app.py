@@ -19,7 +19,7 @@ from . import append, create, delete, head, longpoll, options, read, sse
 from .answer_cache import AnswerCache
 from .auth import TokenTable
 from .errors import ProtocolError
-from .headers import ALLOWED_METHODS, TEXT
+from .headers import ALLOWED_METHODS, CLOSED, TEXT, next_offset
 
 log = logging.getLogger("durable_streamsd.protocol")
 
@@ -81,17 +81,14 @@ class StreamsApp:
             raise ProtocolError(404, "stream not found")
         return s
 
-    def after_commit(self, res: Responder, respond: Callable[[], None]) -> None:
+    def answer_when_durable(
+        self, res: Responder, status: int, s: Stream, before: bytes = b"", after: bytes = b"", closed: bool = False
+    ) -> None:
         """Answer once everything logged so far is durable (for answers that
-        rest on state another request is still committing)."""
-
-        def go(exc: BaseException | None) -> None:
-            if exc is None:
-                respond()
-            else:
-                self.fail(res, ProtocolError(503, f"storage failed: {exc}"))
-
-        self.engine.barrier(go)
+        rest on state another request is still committing), with the
+        stream's tail as of then: headers before + next offset + after, and
+        Stream-Closed if closed is set and the stream is closed by then."""
+        self.engine.barrier(_AnswerWithTail(self, res, status, s, before, after, closed))
 
     def end_live_readers(self) -> None:
         """Shutdown: answer every parked long-poll, end every SSE session
@@ -116,3 +113,29 @@ class StreamsApp:
                 longpoll.wake(self, s, position, polls)
             if sessions:
                 sse.wake(self, s, position, sessions)
+
+
+class _AnswerWithTail:
+    """StreamsApp.answer_when_durable's answer. An object, not a closure:
+    compiled, a closure and the state it captures form a reference cycle."""
+
+    __slots__ = ("app", "res", "status", "s", "before", "after", "closed")
+
+    def __init__(
+        self, app: StreamsApp, res: Responder, status: int, s: Stream, before: bytes, after: bytes, closed: bool
+    ) -> None:
+        self.app = app
+        self.res = res
+        self.status = status
+        self.s = s
+        self.before = before
+        self.after = after
+        self.closed = closed
+
+    def __call__(self, exc: BaseException | None) -> None:
+        if exc is not None:
+            self.app.fail(self.res, ProtocolError(503, f"storage failed: {exc}"))
+            return
+        s = self.s
+        closed = CLOSED if self.closed and s.closed else b""
+        self.res.send(self.status, self.before + next_offset(s, s.tail) + self.after + closed)

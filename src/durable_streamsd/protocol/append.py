@@ -71,7 +71,7 @@ def handle(app: StreamsApp, req: Request, res: Responder) -> None:
             )
         if d.kind == producers.DUPLICATE:
             headers = line("producer-epoch", producer.epoch) + line("producer-seq", d.value)
-            app.after_commit(res, lambda: res.send(204, headers + next_offset(s, s.tail)))
+            app.answer_when_durable(res, 204, s, before=headers)
             return
     if seq is not None and s.last_seq is not None and seq <= s.last_seq:
         raise ProtocolError(409, "Stream-Seq must increase: it is not greater than the last one")
@@ -136,6 +136,6 @@ def _answer_closed(app: StreamsApp, res: Responder, s: Stream, producer: Produce
         extra = b""
         if retry_of_close and producer is not None:
             extra = line("producer-epoch", producer.epoch) + line("producer-seq", producer.seq)
-        app.after_commit(res, lambda: res.send(204, next_offset(s, s.tail) + CLOSED + extra))
+        app.answer_when_durable(res, 204, s, after=CLOSED + extra)
         return
     raise ProtocolError(409, "stream is closed", CLOSED + next_offset(s, s.pending_tail))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..engine import StreamConfig, is_json_type
+from ..engine import Stream, StreamConfig, is_json_type
 from ..http import Request, Responder
 from .errors import ProtocolError, bad_request
 from .headers import CLOSED, content_type, line, next_offset
@@ -42,13 +42,7 @@ def handle(app: StreamsApp, req: Request, res: Responder) -> None:
         )
         if not same:
             raise ProtocolError(409, "a stream with a different configuration exists at this path")
-        app.after_commit(
-            res,
-            lambda: res.send(
-                200,
-                content_type(existing) + next_offset(existing, existing.tail) + (CLOSED if existing.closed else b""),
-            ),
-        )
+        app.answer_when_durable(res, 200, existing, before=content_type(existing), closed=True)
         return
 
     body = req.body
@@ -58,14 +52,30 @@ def handle(app: StreamsApp, req: Request, res: Responder) -> None:
         payload, lengths = body, ([len(body)] if body else [])
     config = StreamConfig(ctype, ttl, expires_at)
     location = line("location", f"http://{req.host or 'localhost'}{_raw_path(req.target)}")
+    created = _Created(app, res, location)
+    created.s = engine.create(req.path, config, closed, payload, lengths, created)
 
-    def done(exc: BaseException | None) -> None:
+
+class _Created:
+    """Answers a create once it is durable (the engine never calls back
+    inside create(), so s is set by then). An object, not a closure:
+    compiled, a closure and the state it captures form a reference cycle."""
+
+    __slots__ = ("app", "res", "location", "s")
+
+    def __init__(self, app: StreamsApp, res: Responder, location: bytes) -> None:
+        self.app = app
+        self.res = res
+        self.location = location
+        self.s: Stream | None = None
+
+    def __call__(self, exc: BaseException | None) -> None:
         if exc is not None:
-            app.fail(res, ProtocolError(503, f"storage failed: {exc}"))
+            self.app.fail(self.res, ProtocolError(503, f"storage failed: {exc}"))
             return
-        res.send(201, location + content_type(s) + next_offset(s, s.tail) + (CLOSED if s.closed else b""))
-
-    s = engine.create(req.path, config, closed, payload, lengths, done)
+        s = self.s
+        assert s is not None
+        self.res.send(201, self.location + content_type(s) + next_offset(s, s.tail) + (CLOSED if s.closed else b""))
 
 
 def _raw_path(target: bytes) -> str:

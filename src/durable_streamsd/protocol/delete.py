@@ -13,11 +13,21 @@ if TYPE_CHECKING:
 
 def handle(app: StreamsApp, req: Request, res: Responder) -> None:
     s = app.lookup(req.path)
+    app.engine.delete(s, _Deleted(app, res))
 
-    def done(exc: BaseException | None) -> None:
+
+class _Deleted:
+    """Answers a delete once it is durable. An object, not a closure:
+    compiled, a closure and the state it captures form a reference cycle."""
+
+    __slots__ = ("app", "res")
+
+    def __init__(self, app: StreamsApp, res: Responder) -> None:
+        self.app = app
+        self.res = res
+
+    def __call__(self, exc: BaseException | None) -> None:
         if exc is None:
-            res.send(204)
+            self.res.send(204)
         else:
-            app.fail(res, ProtocolError(503, f"storage failed: {exc}"))
-
-    app.engine.delete(s, done)
+            self.app.fail(self.res, ProtocolError(503, f"storage failed: {exc}"))
