@@ -86,9 +86,17 @@ class StreamsApp:
     ) -> None:
         """Answer once everything logged so far is durable (for answers that
         rest on state another request is still committing), with the
-        stream's tail as of then: headers before + next offset + after, and
-        Stream-Closed if closed is set and the stream is closed by then."""
-        self.engine.barrier(_AnswerWithTail(self, res, status, s, before, after, closed))
+        stream's tail as of then (see AnswerWithTail)."""
+        answer = self.answer_with_tail(res, status, before, after, closed)
+        answer.s = s
+        self.engine.barrier(answer)
+
+    def answer_with_tail(
+        self, res: Responder, status: int, before: bytes = b"", after: bytes = b"", closed: bool = False
+    ) -> AnswerWithTail:
+        """An engine callback answering with the stream's tail once the
+        operation is durable; the caller sets its stream."""
+        return AnswerWithTail(self, res, status, before, after, closed)
 
     def end_live_readers(self) -> None:
         """Shutdown: answer every parked long-poll, end every SSE session
@@ -115,19 +123,23 @@ class StreamsApp:
                 sse.wake(self, s, position, sessions)
 
 
-class _AnswerWithTail:
-    """StreamsApp.answer_when_durable's answer. An object, not a closure:
-    compiled, a closure and the state it captures form a reference cycle."""
+class AnswerWithTail:
+    """An engine callback that answers once the operation is durable, with
+    the stream's tail as of then: headers before + next offset + after, and
+    Stream-Closed if closed is set and the stream is closed by then (503 if
+    storage failed). s is set before the engine can call back (a create
+    sets it from create()'s result). An object, not a closure: compiled, a
+    closure and the state it captures form a reference cycle."""
 
     __slots__ = ("app", "res", "status", "s", "before", "after", "closed")
 
     def __init__(
-        self, app: StreamsApp, res: Responder, status: int, s: Stream, before: bytes, after: bytes, closed: bool
+        self, app: StreamsApp, res: Responder, status: int, before: bytes, after: bytes, closed: bool
     ) -> None:
         self.app = app
         self.res = res
         self.status = status
-        self.s = s
+        self.s: Stream | None = None
         self.before = before
         self.after = after
         self.closed = closed
@@ -137,5 +149,6 @@ class _AnswerWithTail:
             self.app.fail(self.res, ProtocolError(503, f"storage failed: {exc}"))
             return
         s = self.s
+        assert s is not None
         closed = CLOSED if self.closed and s.closed else b""
         self.res.send(self.status, self.before + next_offset(s, s.tail) + self.after + closed)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..engine import Stream, StreamConfig, is_json_type
+from ..engine import StreamConfig, is_json_type
 from ..http import Request, Responder
 from .errors import ProtocolError, bad_request
-from .headers import CLOSED, content_type, line, next_offset
+from .headers import content_type, content_type_line, line
 from .jsonmode import frame_messages
 from .params import is_true, media_type, parse_expires_at, parse_ttl
 
@@ -52,30 +52,9 @@ def handle(app: StreamsApp, req: Request, res: Responder) -> None:
         payload, lengths = body, ([len(body)] if body else [])
     config = StreamConfig(ctype, ttl, expires_at)
     location = line("location", f"http://{req.host or 'localhost'}{_raw_path(req.target)}")
-    created = _Created(app, res, location)
+    # Answered like a repeat create, with the new stream's tail once durable.
+    created = app.answer_with_tail(res, 201, before=location + content_type_line(ctype), closed=True)
     created.s = engine.create(req.path, config, closed, payload, lengths, created)
-
-
-class _Created:
-    """Answers a create once it is durable (the engine never calls back
-    inside create(), so s is set by then). An object, not a closure:
-    compiled, a closure and the state it captures form a reference cycle."""
-
-    __slots__ = ("app", "res", "location", "s")
-
-    def __init__(self, app: StreamsApp, res: Responder, location: bytes) -> None:
-        self.app = app
-        self.res = res
-        self.location = location
-        self.s: Stream | None = None
-
-    def __call__(self, exc: BaseException | None) -> None:
-        if exc is not None:
-            self.app.fail(self.res, ProtocolError(503, f"storage failed: {exc}"))
-            return
-        s = self.s
-        assert s is not None
-        self.res.send(201, self.location + content_type(s) + next_offset(s, s.tail) + (CLOSED if s.closed else b""))
 
 
 def _raw_path(target: bytes) -> str:

@@ -45,11 +45,11 @@ def next_offset(s: Stream, position: int) -> bytes:
 
 
 def content_type(s: Stream) -> bytes:
-    return _content_type_line(s.config.content_type)
+    return content_type_line(s.config.content_type)
 
 
 @functools.lru_cache(maxsize=1024)
-def _content_type_line(ctype: str) -> bytes:
+def content_type_line(ctype: str) -> bytes:
     return line("content-type", ctype)
 
 
