@@ -700,23 +700,19 @@ MANY_FILES: Final = 256
 def _run_checkpoint(data_dir: str, job: _CheckpointJob) -> None:
     """Runs on the disk thread: make the pieces durable, then the catalog,
     then drop the log files it covers."""
-    if len(job.segments) + len(job.index) > MANY_FILES:
-        # One system-wide flush beats thousands of fsync calls: with 1,000
-        # streams appended to, their index files' fsyncs took ~0.4 s of the
-        # disk (and 2,000 GIL handoffs) per checkpoint, against ~15 ms for
-        # writing them all and one sync().
-        for directory, first, entries in job.index:
-            if os.path.isdir(directory):
-                ckpt.flush_index(directory, first, entries, sync=False)
+    # One system-wide flush beats thousands of fsync calls: with 1,000
+    # streams appended to, their index files' fsyncs took ~0.4 s of the disk
+    # (and 2,000 GIL handoffs) per checkpoint, against ~15 ms for writing
+    # them all and one sync().
+    one_sync = len(job.segments) + len(job.index) > MANY_FILES
+    if not one_sync:
+        for path in job.old_wal + job.segments:
+            ckpt.sync_file(path)
+    for directory, first, entries in job.index:
+        if os.path.isdir(directory):
+            ckpt.flush_index(directory, first, entries, sync=not one_sync)
+    if one_sync:
         os.sync()
-    else:
-        for path in job.old_wal:
-            ckpt.sync_file(path)
-        for path in job.segments:
-            ckpt.sync_file(path)
-        for directory, first, entries in job.index:
-            if os.path.isdir(directory):
-                ckpt.flush_index(directory, first, entries)
     ckpt.write_catalog(data_dir, job.catalog)
     for path in job.drop_wal:
         try:

@@ -54,9 +54,6 @@ class Producer:
             return NotImplemented
         return (self.id, self.epoch, self.seq) == (other.id, other.epoch, other.seq)
 
-    def __hash__(self) -> int:
-        return hash((self.id, self.epoch, self.seq))
-
     def __repr__(self) -> str:
         return f"Producer({self.id!r}, {self.epoch}, {self.seq})"
 

@@ -107,7 +107,7 @@ class SegmentCache:
             size = os.fstat(fd).st_size
             if size == 0:
                 return None  # created, never allocated: nothing was stored in it
-            mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+            mm = _map_file(fd, size)
         finally:
             os.close(fd)
         return self._keep(key, mm, holder)
@@ -125,8 +125,7 @@ class SegmentCache:
             os.makedirs(directory, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            size = _ensure_allocated(fd, need, target)
-            mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+            mm = _map_file(fd, _ensure_allocated(fd, need, target))
         finally:
             os.close(fd)
         return self._keep((directory, base), mm, holder)
@@ -172,6 +171,10 @@ class SegmentCache:
             if entry.holder is not None:
                 entry.holder.release()
         self._maps.clear()
+
+
+def _map_file(fd: int, size: int) -> mmap.mmap:
+    return mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
 
 
 def _ensure_allocated(fd: int, need: int, target: int) -> int:
@@ -257,8 +260,8 @@ class SegmentStore:
         self.dirty_from = _NEVER
 
     def take(self, base: int, mm: mmap.mmap) -> None:
-        """The cache hands this store a map to keep in hand (used only once
-        written through again: a stream written once is not kept)."""
+        """The cache hands this store a map to keep in hand; used is set
+        again by the next write through it."""
         self.held = mm
         self.held_base = base
         self.used = False
