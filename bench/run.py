@@ -27,7 +27,7 @@ from pathlib import Path
 from . import chart, report
 from .profiles import PROFILES
 from .servers import KINDS, REPO, VENV_BIN, Server, missing_prerequisites
-from .workloads import BY_NAME, WORKLOADS, Ctx, Workload
+from .workloads import BY_NAME, FLOOR_WORKLOADS, WORKLOADS, Ctx, Workload
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -38,7 +38,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--quick", action="store_const", dest="profile", const="quick", help="smoke run (a few minutes)")
     g.add_argument("--full", action="store_const", dest="profile", const="full", help="longer runs, 3 rounds")
     ap.add_argument("--only", default="", help="comma-separated workloads (default: all): " + ",".join(BY_NAME))
-    ap.add_argument("--servers", default="ours,ref-mem,ref-file", help="comma-separated: ours,ref-mem,ref-file")
+    ap.add_argument(
+        "--servers",
+        default="ours,ref-mem,ref-file",
+        help="comma-separated: ours,ref-mem,ref-file, and floor (the no-op ceiling, request rates only)",
+    )
     ap.add_argument("--rounds", type=int, default=None, help="override the profile's number of rounds")
     ap.add_argument("--server-cpu", default="0", help="core for the server under test")
     ap.add_argument("--load-cpu", default="1", help="core for the load generators")
@@ -161,6 +165,10 @@ def _terminate(signum: int, _frame: object) -> None:
 
 def print_summary(summary: report.Summary, servers: list[str], targets: list[report.Target]) -> None:
     print(report.format_tables(summary, servers))
+    ceiling = report.format_ceiling(summary)
+    if ceiling:
+        print("\nceiling (floor: uvloop + httptools parsing and answering, storing nothing; us: server CPU):")
+        print(ceiling)
     print("\ntargets (ours, durable default):")
     print(report.format_targets(targets))
     noisy = report.interference(summary)
@@ -226,12 +234,14 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     runs: list[dict[str, object]] = []
-    total = len(workloads) * rounds * len(servers)
+    plan = {w.name: [k for k in servers if not KINDS[k].floor or w.name in FLOOR_WORKLOADS] for w in workloads}
+    total = rounds * sum(len(kinds) for kinds in plan.values())
     t_start = time.monotonic()
     try:
         for w in workloads:
             for rnd in range(rounds):
-                order = servers if rnd % 2 == 0 else servers[::-1]
+                kinds = plan[w.name]
+                order = kinds if rnd % 2 == 0 else kinds[::-1]
                 for kind_name in order:
                     entry = run_one(w, kind_name, rnd, ctx, workdir, args, server_cpu, stamp)
                     runs.append(entry)

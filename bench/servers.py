@@ -20,6 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
+FLOOR_SCRIPT = Path(__file__).resolve().parent / "floor_server.py"
 REF_SCRIPT = REPO / "tests" / "conformance" / "ref_server.mjs"
 REF_PACKAGE = REPO / "tests" / "conformance" / "node_modules" / "@durable-streams" / "server"
 HOST = "127.0.0.1"
@@ -33,13 +34,16 @@ class ServerKind:
     label: str
     ours: bool
     file_backed: bool
+    # The no-op ceiling (bench/floor_server.py): request-rate workloads only.
+    floor: bool = False
 
 
 OURS = ServerKind("ours", "durable-streamsd (fsync always)", True, True)
 REF_MEM = ServerKind("ref-mem", "reference, in memory", False, False)
 REF_FILE = ServerKind("ref-file", "reference, file-backed", False, True)
+FLOOR = ServerKind("floor", "no-op uvloop + httptools ceiling", False, False, floor=True)
 ALL_KINDS = (OURS, REF_MEM, REF_FILE)
-KINDS = {k.name: k for k in ALL_KINDS}
+KINDS = {k.name: k for k in (*ALL_KINDS, FLOOR)}
 
 
 def free_port() -> int:
@@ -84,6 +88,8 @@ class Server:
         if self.kind.ours:
             cmd = [str(VENV_BIN / "durable-streamsd"), "serve", "--data-dir", str(self.data_dir)]
             cmd += ["--host", HOST, "--port", str(self.port)]
+        elif self.kind.floor:
+            cmd = [str(VENV_BIN / "python"), str(FLOOR_SCRIPT), str(self.port)]
         else:
             cmd = ["node", str(REF_SCRIPT), str(self.port)]
             if self.kind.file_backed:

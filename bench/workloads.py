@@ -266,3 +266,5 @@ WORKLOADS: list[Workload] = [
     ),
 ]
 BY_NAME = {w.name: w for w in WORKLOADS}
+# What the no-op ceiling server can stand in for: one request, one canned answer.
+FLOOR_WORKLOADS = frozenset(("append_small", "append_many", "append_json", "read_small"))
