@@ -87,6 +87,12 @@ _APPEND_ONE: Final = struct.Struct("<QQBII")
 _LEN_CRC: Final = struct.Struct("<II")
 # What the CRC covers in a one-unit append frame: lsn, type, then the body head.
 _APPEND_ONE_CRC: Final = struct.Struct("<QB" + _APPEND_ONE.format[1:])
+# Bound once for the append path: compiled, a Final is a C static, while
+# `zlib.crc32`, `S.pack` and `S.size` are attribute lookups on every call.
+crc32: Final = zlib.crc32
+_pack_append_one: Final = _APPEND_ONE_CRC.pack
+_pack_len_crc: Final = _LEN_CRC.pack
+_APPEND_ONE_SIZE: Final = _APPEND_ONE.size
 
 
 def frame_append(
@@ -103,9 +109,8 @@ def frame_append(
     fields: the usual record (one unit, no writer state) is packed in one
     step with its payload copied once, and no AppendBody is built for it."""
     if producer is None and seq is None and len(lengths) == 1:
-        covered = _APPEND_ONE_CRC.pack(lsn, APPEND, stream_id, position, F_CLOSE if close else 0, 1, len(payload))
-        crc = zlib.crc32(payload, zlib.crc32(covered))
-        return _LEN_CRC.pack(_APPEND_ONE.size + len(payload), crc) + covered + payload
+        covered = _pack_append_one(lsn, APPEND, stream_id, position, F_CLOSE if close else 0, 1, len(payload))
+        return _pack_len_crc(_APPEND_ONE_SIZE + len(payload), crc32(payload, crc32(covered))) + covered + payload
     return frame(lsn, APPEND, encode_append(AppendBody(stream_id, position, close, lengths, producer, seq, payload)))
 
 

@@ -13,16 +13,17 @@ Two views of the same stream live side by side:
 from __future__ import annotations
 
 import struct
-import zlib
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
+from typing import Final
 
-from .records import Producer
+from .records import Producer, crc32
 from .segments import SegmentStore
 from .waiters import WaiterSet
 
-INDEX_ENTRY = struct.Struct("<QII")  # position, length, crc32
+INDEX_ENTRY: Final = struct.Struct("<QII")  # position, length, crc32
+_pack_entry: Final = INDEX_ENTRY.pack  # bound once: see records.crc32
 
 # Returns a stream's index entries already flushed to its index file.
 BoundaryLoader = Callable[["Stream"], bytes]
@@ -126,7 +127,7 @@ class Stream:
         buf = self.unflushed_index
         if len(lengths) == 1:
             end = position + lengths[0]
-            buf += INDEX_ENTRY.pack(position, lengths[0], zlib.crc32(payload))
+            buf += _pack_entry(position, lengths[0], crc32(payload))
             if self._boundaries is not None:
                 self._boundaries.append(end)
             return
@@ -134,7 +135,7 @@ class Stream:
         pos = position
         view = memoryview(payload)
         for n in lengths:
-            buf += INDEX_ENTRY.pack(pos, n, zlib.crc32(view[off : off + n]))
+            buf += _pack_entry(pos, n, crc32(view[off : off + n]))
             off += n
             pos += n
         if self._boundaries is not None:
