@@ -18,7 +18,7 @@ from ..http import Request, Responder
 from . import append, create, delete, head, longpoll, options, read, sse
 from .answer_cache import AnswerCache
 from .auth import TokenTable
-from .errors import ProtocolError
+from .errors import ProtocolError, not_found
 from .headers import ALLOWED_METHODS, CLOSED, TEXT, next_offset
 
 log = logging.getLogger("durable_streamsd.protocol")
@@ -78,7 +78,7 @@ class StreamsApp:
     def lookup(self, path: str) -> Stream:
         s = self.engine.get(path)
         if s is None:
-            raise ProtocolError(404, "stream not found")
+            raise not_found(path)
         return s
 
     def answer_when_durable(
@@ -133,9 +133,7 @@ class AnswerWithTail:
 
     __slots__ = ("app", "res", "status", "s", "before", "after", "closed")
 
-    def __init__(
-        self, app: StreamsApp, res: Responder, status: int, before: bytes, after: bytes, closed: bool
-    ) -> None:
+    def __init__(self, app: StreamsApp, res: Responder, status: int, before: bytes, after: bytes, closed: bool) -> None:
         self.app = app
         self.res = res
         self.status = status
