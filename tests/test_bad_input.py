@@ -399,6 +399,26 @@ def test_malformed_content_type_append(c: Client, js: JsonStream, ctype: str) ->
 
 
 @pytest.mark.parametrize("ctype", MALFORMED_TYPES)
+def test_malformed_content_type_append_to_missing_stream(c: Client, ctype: str) -> None:
+    """A malformed request is 400 before a missing stream is 404 (the
+    stream's own type skips parsing only when there is a stream)."""
+    path = fresh()
+    assert_rejected(c, "POST", path, 400, "x", {"Content-Type": ctype})
+    assert_absent(c, path)
+
+
+def test_append_with_same_type_spelled_differently(c: Client, js: JsonStream) -> None:
+    """A type equal to the stream's apart from case and parameters is
+    parsed and accepted; the next append in the stream's own spelling too."""
+    r = c.request("POST", js.path, '{"c":3}', {"Content-Type": "Application/JSON; charset=utf-8"})
+    assert r.status == 204, r.body
+    r = c.request("POST", js.path, '{"c":4}', JSON)
+    assert r.status == 204, r.body
+    read = c.request("GET", js.path + "?offset=-1")
+    assert read.status == 200 and read.body.endswith(b'{"c":3},{"c":4}]')
+
+
+@pytest.mark.parametrize("ctype", MALFORMED_TYPES)
 def test_malformed_content_type_create(c: Client, ctype: str) -> None:
     """A stream is never created with an unparseable type."""
     path = fresh()
