@@ -220,6 +220,21 @@ def test_keep_alive_serves_two_requests_on_one_connection(start_echo: Callable[.
         assert "connection" not in r.headers
 
 
+def test_targets_stay_right_past_the_remembered_limit(start_echo: Callable[..., EchoServer]) -> None:
+    """Decoded targets are remembered up to a bound, then forgotten all at
+    once: every request still gets its own path and query, before the bound,
+    after it and when a remembered target comes back, percent-encoding included."""
+    srv = start_echo()
+    targets = [(f"/t%20{i}?q={i}", f"/t {i}", f"q={i}") for i in range(5000)]
+    targets += targets[:50] + targets[4990:]
+    with RawConn(srv.port) as c:
+        for first in range(0, len(targets), 100):
+            batch = targets[first : first + 100]
+            c.send(b"".join(request("GET", raw) for raw, _, _ in batch))
+            for _, path, query in batch:
+                assert c.read_response().body == echo("GET", path, query=query)
+
+
 def test_pipelined_requests_answered_in_order(start_echo: Callable[..., EchoServer]) -> None:
     """Several requests in one write get their answers in request order."""
     srv = start_echo()

@@ -10,7 +10,6 @@ idle keep-alive, slow headers, stalled body.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import re
 import socket
@@ -470,8 +469,22 @@ def _parse_target(url: bytes) -> tuple[str, str]:
     return path, raw_query.decode("latin-1")
 
 
-# Rejected targets raise, so only good ones are remembered.
-_target: Final = functools.lru_cache(maxsize=4096)(_parse_target)
+_TARGETS: Final[dict[bytes, tuple[str, str]]] = {}
+_MAX_TARGETS: Final = 4096
+
+
+def _target(url: bytes) -> tuple[str, str]:
+    """_parse_target, remembered. A plain dict emptied when full, not an
+    lru_cache: a hit is one lookup, with no call through the cache wrapper
+    and no recency list to reorder. Rejected targets raise, so only good
+    ones are kept."""
+    hit = _TARGETS.get(url)
+    if hit is None:
+        hit = _parse_target(url)
+        if len(_TARGETS) >= _MAX_TARGETS:
+            _TARGETS.clear()
+        _TARGETS[url] = hit
+    return hit
 
 
 def _content_length(text: str) -> int:
