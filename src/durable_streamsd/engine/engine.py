@@ -580,9 +580,7 @@ class Engine:
         if close:
             s.closing = True
             s.closed_by = producer
-        if not s.dirty:
-            s.dirty = True
-            self._dirty_streams.append(s)
+        self._mark_dirty(s)
 
     def _apply_delete(self, s: Stream) -> None:
         s.deleted = True
@@ -590,6 +588,10 @@ class Engine:
             del self.by_path[s.path]
         self.by_id.pop(s.id, None)
         self.cache.forget_directory(s.store.directory)
+        self._mark_dirty(s)
+
+    def _mark_dirty(self, s: Stream) -> None:
+        """List s for the next checkpoint, once."""
         if not s.dirty:
             s.dirty = True
             self._dirty_streams.append(s)

@@ -37,7 +37,7 @@ def handle(app: StreamsApp, req: Request, res: Responder) -> None:
     if not body and not closing:
         raise bad_request("empty body: send data, or Stream-Closed: true to close")
     engine = app.engine
-    found = engine.get(req.path)
+    s = engine.get(req.path)
     mtype = None
     if body:
         ctype = h.get("content-type")
@@ -45,11 +45,10 @@ def handle(app: StreamsApp, req: Request, res: Responder) -> None:
             raise bad_request("Content-Type is required when appending data")
         # The stream's own type, repeated (the usual case), was checked when
         # the stream was made; any other is parsed (a 400 before the 404).
-        if found is None or ctype != found.config.content_type:
+        if s is None or ctype != s.config.content_type:
             mtype = media_type(ctype)
-    if found is None:
+    if s is None:
         raise not_found(req.path)
-    s = found
 
     if s.closing:
         _answer_closed(app, res, s, producer, closing and not body)
