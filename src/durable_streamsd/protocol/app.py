@@ -18,7 +18,7 @@ from ..http import Request, Responder
 from . import append, create, delete, head, longpoll, options, read, sse
 from .answer_cache import AnswerCache
 from .auth import TokenTable
-from .errors import ProtocolError, not_found
+from .errors import ProtocolError, not_found, storage_failed
 from .headers import ALLOWED_METHODS, CLOSED, TEXT, next_offset
 
 log = logging.getLogger("durable_streamsd.protocol")
@@ -70,7 +70,7 @@ class StreamsApp:
         except StorageFullError:
             self.fail(res, ProtocolError(507, "insufficient storage: the disk is full, nothing was written"))
         except StorageFailedError:
-            self.fail(res, ProtocolError(503, "storage failed; the server must be restarted to recover"))
+            self.fail(res, storage_failed("the server must be restarted to recover"))
 
     def fail(self, res: Responder, exc: ProtocolError) -> None:
         res.send(exc.status, exc.headers + TEXT, exc.message.encode() + b"\n")
@@ -144,7 +144,7 @@ class AnswerWithTail:
 
     def __call__(self, exc: BaseException | None) -> None:
         if exc is not None:
-            self.app.fail(self.res, ProtocolError(503, f"storage failed: {exc}"))
+            self.app.fail(self.res, storage_failed(exc))
             return
         s = self.s
         assert s is not None

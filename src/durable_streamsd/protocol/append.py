@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ..engine import Producer, Stream
 from ..http import Request, Responder
 from . import producers
-from .errors import ProtocolError, bad_request, not_found
+from .errors import ProtocolError, bad_request, not_found, storage_failed
 from .headers import CLOSED, line, next_offset
 from .jsonmode import frame_messages
 from .params import is_true, media_type, parse_producer, parse_stream_seq
@@ -107,7 +107,7 @@ class _Answer:
 
     def __call__(self, exc: BaseException | None) -> None:
         if exc is not None:
-            self.app.fail(self.res, ProtocolError(503, f"storage failed, the append was not made durable: {exc}"))
+            self.app.fail(self.res, storage_failed(f"the append was not made durable: {exc}"))
             return
         headers = next_offset(self.s, self.end) + (CLOSED if self.closing else b"")
         producer = self.producer

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..http import Request, Responder
-from .errors import ProtocolError
+from .errors import storage_failed
 
 if TYPE_CHECKING:
     from .app import StreamsApp
@@ -30,4 +30,4 @@ class _Deleted:
         if exc is None:
             self.res.send(204)
         else:
-            self.app.fail(self.res, ProtocolError(503, f"storage failed: {exc}"))
+            self.app.fail(self.res, storage_failed(exc))

@@ -19,3 +19,9 @@ def bad_request(message: str) -> ProtocolError:
 
 def not_found(path: str) -> ProtocolError:
     return ProtocolError(404, "stream not found")
+
+
+def storage_failed(reason: object) -> ProtocolError:
+    """503: the log could not be made durable. The write may or may not be
+    on disk, so the client must treat its outcome as unknown."""
+    return ProtocolError(503, f"storage failed: {reason}")
