@@ -252,22 +252,27 @@ def format_tables(summary: Summary, servers: list[str]) -> str:
 
 
 def format_ceiling(summary: Summary) -> str:
-    """Ours beside the no-op floor server: the share of its rate we reach,
-    and how a request's CPU splits into the floor's part (loop, kernel TCP,
-    parsing) and ours (everything the protocol and the log add)."""
+    """Ours beside the floor servers: the share of each floor's rate we
+    reach, and how a request's CPU splits into the floor's part (loop,
+    kernel TCP, parsing; with floor-sync also the group-committed log
+    write) and what we add to it."""
     rows = []
     for name, by_server in summary.items():
-        if "floor" not in by_server or "ours" not in by_server:
+        ours = by_server.get("ours")
+        if ours is None:
             continue
-        ours, floor = by_server["ours"], by_server["floor"]
-        rate_o, rate_f = _num(ours.get("rps")), _num(floor.get("rps"))
-        cpu_o, cpu_f = _num(ours.get("server_cpu_us_per_request")), _num(floor.get("server_cpu_us_per_request"))
-        share = f"{100 * rate_o / rate_f:.0f}%" if rate_o and rate_f else "n/a"
-        added = _cell(cpu_o - cpu_f) if cpu_o is not None and cpu_f is not None else "-"
-        rows.append([name, _cell(rate_o), _cell(rate_f), share, _cell(cpu_o), _cell(cpu_f), added])
+        rate_o, cpu_o = _num(ours.get("rps")), _num(ours.get("server_cpu_us_per_request"))
+        for floor in ("floor", "floor-sync"):
+            if floor not in by_server:
+                continue
+            rate_f = _num(by_server[floor].get("rps"))
+            cpu_f = _num(by_server[floor].get("server_cpu_us_per_request"))
+            share = f"{100 * rate_o / rate_f:.0f}%" if rate_o and rate_f else "n/a"
+            added = _cell(cpu_o - cpu_f) if cpu_o is not None and cpu_f is not None else "-"
+            rows.append([name, floor, _cell(rate_o), _cell(rate_f), share, _cell(cpu_o), _cell(cpu_f), added])
     if not rows:
         return ""
-    header = ["workload", "ours req/s", "floor req/s", "share", "ours us/req", "floor us/req", "ours adds us"]
+    header = ["workload", "floor", "ours req/s", "floor req/s", "share", "ours us/req", "floor us/req", "ours adds us"]
     return _table(rows, header)
 
 

@@ -41,7 +41,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--servers",
         default="ours,ref-mem,ref-file",
-        help="comma-separated: ours,ref-mem,ref-file, and floor (the no-op ceiling, request rates only)",
+        help=(
+            "comma-separated: ours,ref-mem,ref-file, and the ceilings (request rates only): floor (no-op)"
+            " and floor-sync (no-op but for a group-committed log)"
+        ),
     )
     ap.add_argument("--rounds", type=int, default=None, help="override the profile's number of rounds")
     ap.add_argument("--server-cpu", default="0", help="core for the server under test")
@@ -167,7 +170,10 @@ def print_summary(summary: report.Summary, servers: list[str], targets: list[rep
     print(report.format_tables(summary, servers))
     ceiling = report.format_ceiling(summary)
     if ceiling:
-        print("\nceiling (floor: uvloop + httptools parsing and answering, storing nothing; us: server CPU):")
+        print(
+            "\nceiling (floor: uvloop + httptools parsing and answering, storing nothing; floor-sync: the same,"
+            " answering POSTs once a group-committed log write holds them; us: server CPU):"
+        )
         print(ceiling)
     print("\ntargets (ours, durable default):")
     print(report.format_targets(targets))

@@ -42,8 +42,10 @@ OURS = ServerKind("ours", "durable-streamsd (fsync always)", True, True)
 REF_MEM = ServerKind("ref-mem", "reference, in memory", False, False)
 REF_FILE = ServerKind("ref-file", "reference, file-backed", False, True)
 FLOOR = ServerKind("floor", "no-op uvloop + httptools ceiling", False, False, floor=True)
+FLOOR_SYNC = ServerKind("floor-sync", "uvloop + httptools + group-committed log ceiling", False, True, floor=True)
 ALL_KINDS = (OURS, REF_MEM, REF_FILE)
-KINDS = {k.name: k for k in (*ALL_KINDS, FLOOR)}
+FLOORS = (FLOOR, FLOOR_SYNC)
+KINDS = {k.name: k for k in (*ALL_KINDS, *FLOORS)}
 
 
 def free_port() -> int:
@@ -90,6 +92,8 @@ class Server:
             cmd += ["--host", HOST, "--port", str(self.port)]
         elif self.kind.floor:
             cmd = [str(VENV_BIN / "python"), str(FLOOR_SCRIPT), str(self.port)]
+            if self.kind.file_backed:
+                cmd.append(str(self.data_dir / "log"))
         else:
             cmd = ["node", str(REF_SCRIPT), str(self.port)]
             if self.kind.file_backed:
