@@ -52,6 +52,7 @@ ANSWERS[b"HEAD"] = ANSWERS[b"GET"][: -len(_READ_BODY)]
 # full: every write lands on allocated blocks, as in our preallocated files.
 LOG_BYTES = 64 * 1024 * 1024
 _RECORD_HEAD = struct.Struct(">I")
+_RWF_DSYNC: int | None = getattr(os, "RWF_DSYNC", None)
 
 
 class GroupLog:
@@ -77,7 +78,11 @@ class GroupLog:
     def add(self, conn: FloorConnection, record: bytes, answer: bytes) -> None:
         self.batch += record
         self.waiting.append((conn, answer))
-        if not self.in_flight and not self.kick_due:
+        if not self.in_flight:
+            self._kick_soon()
+
+    def _kick_soon(self) -> None:
+        if not self.kick_due:
             self.kick_due = True
             self.loop.call_soon(self._kick)
 
@@ -99,8 +104,8 @@ class GroupLog:
                 data, offset, answers = self.jobs.get()
                 view = memoryview(data)
                 while view:
-                    if hasattr(os, "RWF_DSYNC"):
-                        n = os.pwritev(self.fd, [view], offset, os.RWF_DSYNC)
+                    if _RWF_DSYNC is not None:
+                        n = os.pwritev(self.fd, [view], offset, _RWF_DSYNC)
                     else:
                         n = os.pwrite(self.fd, view, offset)
                         os.fdatasync(self.fd)
@@ -115,8 +120,7 @@ class GroupLog:
         for conn, answer in answers:
             conn.answer(answer)
         if self.waiting:
-            self.kick_due = True
-            self.loop.call_soon(self._kick)
+            self._kick_soon()
 
 
 LOG: GroupLog | None = None

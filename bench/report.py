@@ -13,6 +13,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from .servers import FLOORS
 from .workloads import BY_NAME
 
 Run = dict[str, object]
@@ -262,7 +263,7 @@ def format_ceiling(summary: Summary) -> str:
         if ours is None:
             continue
         rate_o, cpu_o = _num(ours.get("rps")), _num(ours.get("server_cpu_us_per_request"))
-        for floor in ("floor", "floor-sync"):
+        for floor in (k.name for k in FLOORS):
             if floor not in by_server:
                 continue
             rate_f = _num(by_server[floor].get("rps"))
