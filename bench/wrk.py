@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LUA_DIR = Path(__file__).resolve().parent / "lua"
+SUMMARY_PREFIX = "BENCH_JSON "
 
 
 @dataclass
@@ -59,14 +60,23 @@ def run_wrk(
     full_env = dict(os.environ, BENCH_LUA_DIR=str(LUA_DIR), **env)
     proc = subprocess.run(cmd, env=full_env, capture_output=True, timeout=duration_s + 60, check=False)
     out = proc.stdout.decode(errors="replace")
-    for line in out.splitlines():
-        if line.startswith("BENCH_JSON "):
-            raw = json.loads(line[len("BENCH_JSON ") :])
-            break
-    else:
+    result = parse_summary(out)
+    if result is None:
         raise RuntimeError(
             f"wrk gave no summary (exit {proc.returncode}):\n{out}\n{proc.stderr.decode(errors='replace')}"
         )
+    return result
+
+
+def parse_summary(out: str) -> WrkResult | None:
+    """The result in wrk's output (the line lua/common.lua's done() prints),
+    or None if there is none."""
+    for line in out.splitlines():
+        if line.startswith(SUMMARY_PREFIX):
+            raw = json.loads(line[len(SUMMARY_PREFIX) :])
+            break
+    else:
+        return None
     secs = raw["duration_us"] / 1e6
     errors = sum(int(raw[k]) for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout"))
     # A request answered with an error status is no throughput: the rate
