@@ -407,6 +407,16 @@ def test_malformed_content_type_append_to_missing_stream(c: Client, ctype: str) 
     assert_absent(c, path)
 
 
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST", "DELETE"])
+def test_missing_stream_is_404_naming_the_decoded_path(c: Client, method: str) -> None:
+    path = fresh() + "/caf%C3%A9"
+    body = "x" if method == "POST" else None
+    r = assert_rejected(c, method, path, 404, body, TEXT)
+    if method != "HEAD":
+        assert r.body.decode() == f"stream not found: {path.replace('%C3%A9', 'é')}\n"
+    assert_absent(c, path)
+
+
 def test_append_with_same_type_spelled_differently(c: Client, js: JsonStream) -> None:
     """A type equal to the stream's apart from case and parameters is
     parsed and accepted; the next append in the stream's own spelling too."""

@@ -18,7 +18,9 @@ def bad_request(message: str) -> ProtocolError:
 
 
 def not_found(path: str) -> ProtocolError:
-    return ProtocolError(404, "stream not found")
+    """Names the path as the server decoded it, so a client can tell a
+    missing stream from a URL it spelled or escaped wrong."""
+    return ProtocolError(404, f"stream not found: {path}")
 
 
 def storage_failed(reason: object) -> ProtocolError:
