@@ -10,6 +10,7 @@ backs it up where the reset is refused.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -67,6 +68,34 @@ def core_ticks(cores: list[str]) -> dict[str, tuple[int, int]]:
                 idle = v[3] + v[4]  # idle + iowait
                 out[core] = (sum(v[:8]) - idle, sum(v[:8]))
     return out
+
+
+def speed_probe_ms(repeats: int = 5) -> float:
+    """Milliseconds for a fixed piece of work on the calling thread's core:
+    pure-Python arithmetic plus small socket sends and receives (the
+    servers' work is mostly the latter), each the best of a few tries.
+
+    This machine has phases where every server runs at a quarter of its
+    rate without any other process showing busy (the host is shared); a
+    probe taken before each measurement shows which ones ran in one."""
+    a, b = socket.socketpair()
+    try:
+        python = syscalls = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            x = 0
+            for i in range(100_000):
+                x += i
+            t1 = time.perf_counter()
+            for _ in range(1_000):
+                a.send(b"p" * 100)
+                b.recv(128)
+            t2 = time.perf_counter()
+            python, syscalls = min(python, t1 - t0), min(syscalls, t2 - t1)
+    finally:
+        a.close()
+        b.close()
+    return round((python + syscalls) * 1000, 2)
 
 
 def self_cpu_seconds() -> float:

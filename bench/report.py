@@ -300,6 +300,20 @@ def interference(summary: Summary, threshold: float = 20.0) -> list[str]:
     return out
 
 
+def slow_machine(runs: list[Run], factor: float = 1.5) -> list[str]:
+    """Measurements whose speed probe (taken just before) was factor times
+    the run's fastest or slower."""
+    probes = [(r, _num(r.get("speed_probe_ms"))) for r in runs]
+    best = min((p for _, p in probes if p), default=None)
+    if best is None:
+        return []
+    return [
+        f"  {r['workload']} / {r['server']} round {r.get('round')}: probe {p:.1f} ms, {p / best:.1f}x the best"
+        for r, p in probes
+        if p is not None and p >= factor * best
+    ]
+
+
 def format_targets(targets: list[Target]) -> str:
     return "\n".join(f"  [{t.status:4}] {t.name}: {t.detail}" for t in targets)
 

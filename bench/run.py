@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from . import chart, report
+from . import chart, procstat, report
 from .profiles import PROFILES
 from .servers import KINDS, REPO, VENV_BIN, Server, missing_prerequisites
 from .workloads import BY_NAME, FLOOR_WORKLOADS, WORKLOADS, Ctx, Workload
@@ -137,6 +137,7 @@ def run_one(
     server = Server(KINDS[kind_name], workdir, server_cpu, w.name)
     entry: dict[str, object] = {"workload": w.name, "server": kind_name, "round": rnd + 1}
     entry["loadavg_before"] = round(os.getloadavg()[0], 2)
+    entry["speed_probe_ms"] = procstat.speed_probe_ms()
     # Others commit while a long run goes on, and each server start loads the
     # current source: record which code each measurement ran.
     entry["commit"] = git_commit()
@@ -166,7 +167,9 @@ def _terminate(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def print_summary(summary: report.Summary, servers: list[str], targets: list[report.Target]) -> None:
+def print_summary(
+    summary: report.Summary, servers: list[str], targets: list[report.Target], runs: list[report.Run]
+) -> None:
     print(report.format_tables(summary, servers))
     ceiling = report.format_ceiling(summary)
     if ceiling:
@@ -184,6 +187,13 @@ def print_summary(summary: report.Summary, servers: list[str], targets: list[rep
             " (ref-file); prefer per-CPU ratios):"
         )
         print("\n".join(noisy))
+    slow = report.slow_machine(runs)
+    if slow:
+        print(
+            "\nslow machine (the speed probe before these measurements took much longer than the run's best:"
+            " their absolute figures, and ratios to servers measured in a normal phase, are suspect):"
+        )
+        print("\n".join(slow))
 
 
 def rerender(path: Path, no_chart: bool) -> int:
@@ -191,7 +201,7 @@ def rerender(path: Path, no_chart: bool) -> int:
     runs = data["runs"]
     summary = report.summarise(runs)
     servers = list(data.get("meta", {}).get("servers") or report.REFS)
-    print_summary(summary, servers, report.evaluate_targets(summary))
+    print_summary(summary, servers, report.evaluate_targets(summary), runs)
     if not no_chart and chart.draw(summary, path.with_suffix(".png"), f"durable-streamsd vs reference - {path.name}"):
         print(f"\nchart: {path.with_suffix('.png')}")
     return 0
@@ -278,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     report.write_json(json_path, payload)
     shutil.copyfile(json_path, args.out / "latest.json")
     print()
-    print_summary(summary, servers, targets)
+    print_summary(summary, servers, targets, runs)
     if not args.no_chart:
         png = json_path.with_suffix(".png")
         if chart.draw(

@@ -163,3 +163,15 @@ def test_floor_sync_answers_a_post_once_its_body_is_in_the_log(tmp_path: Path) -
         assert read.status == 200 and len(read.body) == 1024
         c.close()
     server.cleanup(keep_logs=False)
+
+
+def test_slow_machine_names_measurements_whose_probe_lagged() -> None:
+    runs = [
+        {"workload": "append_small", "server": "ours", "round": 1, "speed_probe_ms": 10.0},
+        {"workload": "append_small", "server": "ref-mem", "round": 1, "speed_probe_ms": 14.9},
+        {"workload": "append_small", "server": "ours", "round": 2, "speed_probe_ms": 40.0},
+        {"workload": "append_small", "server": "ref-mem", "round": 2},
+    ]
+    slow = report.slow_machine(runs)
+    assert len(slow) == 1 and "ours round 2" in slow[0] and "4.0x" in slow[0]
+    assert report.slow_machine(runs[3:]) == []
