@@ -300,7 +300,7 @@ def interference(summary: Summary, threshold: float = 20.0) -> list[str]:
     return out
 
 
-def slow_machine(runs: list[Run], factor: float = 1.5) -> list[str]:
+def slow_machine(runs: list[Run], factor: float = 2.0) -> list[str]:
     """Measurements whose speed probe (taken just before) was factor times
     the run's fastest or slower."""
     probes = [(r, _num(r.get("speed_probe_ms"))) for r in runs]
