@@ -180,20 +180,22 @@ def print_summary(
         print(ceiling)
     print("\ntargets (ours, durable default):")
     print(report.format_targets(targets))
-    noisy = report.interference(summary)
-    if noisy:
-        print(
-            "\ninterference (server core busy beyond the server: other jobs, or kernel I/O work it triggers"
-            " (ref-file); prefer per-CPU ratios):"
-        )
-        print("\n".join(noisy))
-    slow = report.slow_machine(runs)
-    if slow:
-        print(
-            "\nslow machine (the speed probe before these measurements took much longer than the run's best:"
-            " their absolute figures, and ratios to servers measured in a normal phase, are suspect):"
-        )
-        print("\n".join(slow))
+    _print_section(
+        "interference (server core busy beyond the server: other jobs, or kernel I/O work it triggers"
+        " (ref-file); prefer per-CPU ratios)",
+        report.interference(summary),
+    )
+    _print_section(
+        "slow machine (the speed probe before these measurements took much longer than the run's best:"
+        " their absolute figures, and ratios to servers measured in a normal phase, are suspect)",
+        report.slow_machine(runs),
+    )
+
+
+def _print_section(title: str, lines: list[str]) -> None:
+    if lines:
+        print(f"\n{title}:")
+        print("\n".join(lines))
 
 
 def rerender(path: Path, no_chart: bool) -> int:

@@ -15,10 +15,10 @@ import struct
 from pathlib import Path
 
 import pytest
+
 from bench import report
 from bench.servers import FLOOR_SYNC, Server
 from bench.wrk import LUA_DIR, SUMMARY_PREFIX, parse_summary
-
 from tests.support.client import Client
 
 
