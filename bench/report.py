@@ -47,10 +47,8 @@ def summarise(runs: list[Run]) -> Summary:
             for key in ms[0]:
                 vals = [_num(m.get(key)) for m in ms]
                 nums = [v for v in vals if v is not None]
-                if nums and len(nums) == len(vals) and key in WORST_OF_ROUNDS:
-                    merged[key] = max(nums)
-                elif nums and len(nums) == len(vals):
-                    merged[key] = round(statistics.median(nums), 3)
+                if nums and len(nums) == len(vals):
+                    merged[key] = max(nums) if key in WORST_OF_ROUNDS else round(statistics.median(nums), 3)
                 elif key == "latency_curve_ms":
                     curves = [m[key] for m in ms]
                     merged[key] = [

@@ -151,18 +151,21 @@ def test_many_streams_judged_only_on_the_full_count() -> None:
 
 def test_floor_sync_answers_a_post_once_its_body_is_in_the_log(tmp_path: Path) -> None:
     server = Server(FLOOR_SYNC, tmp_path, None, "test")
-    with server:
-        c = Client(server.port)
-        body = b"floor-sync record " * 5
-        reply = c.request("POST", "/bench/a", body, {"Content-Type": "application/octet-stream"})
-        assert reply.status == 204
-        assert reply.header("stream-next-offset")
-        log = (server.data_dir / "log").read_bytes()
-        assert struct.pack(">I", len(body)) + body in log
-        read = c.request("GET", "/bench/a")
-        assert read.status == 200 and len(read.body) == 1024
+    c = Client(server.port)
+    try:
+        with server:
+            body = b"floor-sync record " * 5
+            reply = c.request("POST", "/bench/a", body, {"Content-Type": "application/octet-stream"})
+            assert reply.status == 204
+            assert reply.header("stream-next-offset")
+            log = (server.data_dir / "log").read_bytes()
+            assert struct.pack(">I", len(body)) + body in log
+            read = c.request("GET", "/bench/a")
+            assert read.status == 200 and len(read.body) == 1024
+    finally:
         c.close()
-    server.cleanup(keep_logs=False)
+        # Its 64 MiB log goes now, not with pytest's kept temporary dirs.
+        server.cleanup(keep_logs=False)
 
 
 def test_slow_machine_names_measurements_whose_probe_lagged() -> None:
