@@ -160,6 +160,14 @@ def main() -> None:
     help="Size of each preallocated log file (0: grow log files instead).",
 )
 @click.option(
+    "--direct-io/--no-direct-io",
+    envvar=_env("DIRECT_IO"),
+    default=True,
+    show_default=True,
+    help="With --fsync=always, write the log with O_DIRECT through Linux AIO where the kernel and file system allow "
+    "(otherwise, or with --no-direct-io, through a sync thread).",
+)
+@click.option(
     "--segment-bytes",
     envvar=_env("SEGMENT_BYTES"),
     default=64 * 1024 * 1024,

@@ -5,7 +5,10 @@ count as committed. In ``always`` mode a single sync runs at a time on a
 dedicated thread; records written while it runs wait for the next one, which
 starts at the loop turn after the previous one returns, so one sync serves
 many appends across many streams (where the kernel offers it, a batch's
-write and its sync are one ``pwritev(RWF_DSYNC)`` call). ``interval``
+write and its sync are one ``pwritev(RWF_DSYNC)`` call). Where Linux AIO
+and direct I/O are available, the batch for the current log file is
+instead started from the loop and completes there (``direct``), and the
+thread is left the rare batches that also close files rotated out. ``interval``
 acknowledges on write and syncs on a timer; ``never`` leaves syncing to the
 operating system.
 """
@@ -21,6 +24,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final
 
+from .direct import Aio, DirectLog
+
 Done = Callable[[BaseException | None], None]
 
 FSYNC_MODES: Final = ("always", "interval", "never")
@@ -34,9 +39,18 @@ class StorageFailedError(Exception):
 
 # Log bytes the loop handed over: (fd, file offset, data).
 PendingWrite = tuple[int, int, bytes | bytearray]
-# (sync, write, fds, how many are old files, target LSN, reply(target, error)).
+# A log file rotated out: (fd, its bytes not yet written, its direct writer).
+OldFile = tuple[int, PendingWrite | None, DirectLog | None]
+# (sync, the current file's fd, its direct writer, its batch, files rotated
+# out since the last sync, target LSN, reply(target, error)).
 SyncJob = tuple[
-    Callable[[int], None], PendingWrite | None, list[int], int, int, Callable[[int, BaseException | None], None]
+    Callable[[int], None],
+    int,
+    DirectLog | None,
+    PendingWrite | None,
+    list[OldFile],
+    int,
+    Callable[[int, BaseException | None], None],
 ]
 
 
@@ -81,15 +95,24 @@ class SyncThread:
             job = jobs.get()
             if job is None:
                 return
-            sync, write, fds, n_old, target, reply = job
+            sync, fd, direct, write, old, target, reply = job
             error: BaseException | None = None
             try:
-                if write is not None and self._write_synced(sync, write, fds):
-                    _sync_fds(sync, fds[:n_old], n_old)  # the current file is done
-                else:
+                # Files rotated out first, in log order: a crash must never
+                # find later records durable and earlier ones lost.
+                for old_fd, old_write, old_direct in old:
+                    if old_write is not None:
+                        _write(old_write, old_direct)
+                    sync(old_fd)
+                    os.close(old_fd)
+                    if old_direct is not None:
+                        old_direct.close()
+                if write is not None and direct is not None:
+                    direct.write(write[1], write[2])  # durable when it returns
+                elif write is None or not self._write_synced(sync, write, fd):
                     if write is not None:
                         _write_all(*write)
-                    _sync_fds(sync, fds, n_old)
+                    sync(fd)
             except BaseException as exc:  # noqa: BLE001 - handed to the loop as the sync's outcome
                 error = exc
             loop = self._loop
@@ -99,7 +122,7 @@ class SyncThread:
             except RuntimeError:
                 return  # the loop is closed: nobody is waiting any more
 
-    def _write_synced(self, sync: Callable[[int], None], write: PendingWrite, fds: list[int]) -> bool:
+    def _write_synced(self, sync: Callable[[int], None], write: PendingWrite, fd: int) -> bool:
         """Write the batch and make it durable in one system call, when the
         sync is the operating system's own: ``pwritev`` with ``RWF_DSYNC``
         is that write plus fdatasync's guarantee for it. One blocking call
@@ -109,15 +132,15 @@ class SyncThread:
         to it went through here too, so nothing else is left to sync.
         Returns False, having written nothing, where the kernel or the file
         system does not offer it (then never tried again)."""
-        fd, offset, data = write
-        if not self._fuse or sync is not os.fdatasync or fd != fds[-1]:
+        write_fd, offset, data = write
+        if not self._fuse or sync is not os.fdatasync or write_fd != fd:
             return False
         assert _RWF_DSYNC is not None
         view = memoryview(data)
         n = 0
         try:
             while n < len(view):
-                n += os.pwritev(fd, [view[n:]], offset + n, _RWF_DSYNC)
+                n += os.pwritev(write_fd, [view[n:]], offset + n, _RWF_DSYNC)
         except OSError as exc:
             if n or exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                 raise
@@ -141,7 +164,13 @@ class Committer:
         self.syncs = 0
         self.failure: BaseException | None = None
         self._fd = -1
-        self._old_fds: list[int] = []
+        self._old: list[OldFile] = []
+        # The current file's direct writer and the AIO context it submits
+        # to; None: every batch goes through the sync thread.
+        self.direct: DirectLog | None = None
+        self.aio: Aio | None = None
+        self.direct_batches = 0
+        self._direct_target = 0
         self._pending: deque[tuple[int, Done]] = deque()
         self._in_flight = False
         self._kick_due = False
@@ -158,21 +187,36 @@ class Committer:
         # queued tuple each instead of a callback).
         self.on_durable: Callable[[int, BaseException | None], None] = _ignore
 
-    def start(self, loop: asyncio.AbstractEventLoop, fd: int, lsn: int) -> None:
+    def start(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fd: int,
+        lsn: int,
+        direct: DirectLog | None = None,
+        aio: Aio | None = None,
+    ) -> None:
         self._loop = loop
         self._fd = fd
+        self.direct = direct
+        self.aio = aio
         self.written_lsn = self.durable_lsn = lsn
         if self.mode == "interval":
             self._timer = loop.call_later(self.interval, self._tick)
 
-    def rotate(self, new_fd: int) -> None:
-        """Switch to a new log file; the old one is synced and closed by the
-        next sync (or, with no syncs at all, by the checkpoint that follows)."""
+    def rotate(self, new_fd: int, new_direct: DirectLog | None, old_write: PendingWrite | None) -> None:
+        """Switch to a new log file. The old one's last buffered bytes
+        (old_write) are written, and the file synced and closed, by the next
+        sync, before anything in the new one; with no syncs at all, now."""
         if self.mode == "never":
+            if old_write is not None:
+                _write_all(*old_write)
             os.close(self._fd)
+            if self.direct is not None:
+                self.direct.close()
         else:
-            self._old_fds.append(self._fd)
+            self._old.append((self._fd, old_write, self.direct))
         self._fd = new_fd
+        self.direct = new_direct
 
     def written(self, lsn: int, done: Done | None) -> None:
         """A record with this LSN is in the log file; call done on commit."""
@@ -228,16 +272,36 @@ class Committer:
             self._kick()
 
     def _kick(self) -> None:
-        assert self._loop is not None
+        loop = self._loop
+        assert loop is not None
         write = self.take()
         target = self.written_lsn
-        fds = self._old_fds + [self._fd]
-        n_old = len(self._old_fds)
-        self._old_fds = []
+        old, self._old = self._old, []
         self._in_flight = True
+        direct = self.direct
+        if direct is not None and self.sync is not os.fdatasync:
+            # A sync of someone else's (fault injection): the current file
+            # goes on through it, buffered, and never direct again.
+            direct.close()
+            self.direct = direct = None
+        if direct is not None and self.aio is not None and not old:
+            if write is None:  # everything written is in batches already durable
+                loop.call_soon(self._synced, target, None)
+                return
+            try:
+                direct.submit(self.aio, write[1], write[2], self._direct_done)
+            except OSError as exc:
+                loop.call_soon(self._synced, target, exc)
+                return
+            self._direct_target = target
+            self.direct_batches += 1
+            return
         # A bound method and the target in the job, not a lambda: compiled,
         # a lambda and what it captures form a reference cycle per sync.
-        self.executor.submit(self._loop, (self.sync, write, fds, n_old, target, self._synced))
+        self.executor.submit(loop, (self.sync, self._fd, direct, write, old, target, self._synced))
+
+    def _direct_done(self, exc: BaseException | None) -> None:
+        self._synced(self._direct_target, exc)
 
     def _synced(self, target: int, exc: BaseException | None) -> None:
         self._in_flight = False
@@ -268,6 +332,24 @@ class Committer:
             self._kick()
         self._timer = self._loop.call_later(self.interval, self._tick)
 
+    def close(self) -> None:
+        """Release the log files rotated out, the direct writer and the AIO
+        context (after drain: nothing is left to commit)."""
+        old, self._old = self._old, []
+        for fd, write, direct in old:
+            if write is not None:
+                _write(write, direct)
+            if fd >= 0:  # -1: an engine opened but never started
+                os.close(fd)
+            if direct is not None:
+                direct.close()
+        if self.aio is not None:
+            self.aio.close()
+            self.aio = None
+        if self.direct is not None:
+            self.direct.close()
+            self.direct = None
+
     async def drain(self) -> None:
         """Sync whatever is written, then stop the interval timer."""
         if self._timer is not None:
@@ -275,7 +357,7 @@ class Committer:
             self._timer = None
         while self._in_flight:
             await asyncio.sleep(0.001)
-        if self.failure is None and (self.written_lsn > self.durable_lsn or self._old_fds):
+        if self.failure is None and (self.written_lsn > self.durable_lsn or self._old):
             self._kick()
             while self._in_flight:
                 await asyncio.sleep(0.001)
@@ -297,8 +379,8 @@ def _write_all(fd: int, offset: int, data: bytes | bytearray) -> None:
     view.release()
 
 
-def _sync_fds(sync: Callable[[int], None], fds: list[int], n_old: int) -> None:
-    for i, fd in enumerate(fds):
-        sync(fd)
-        if i < n_old:
-            os.close(fd)
+def _write(write: PendingWrite, direct: DirectLog | None) -> None:
+    if direct is not None:
+        direct.write(write[1], write[2])
+    else:
+        _write_all(*write)

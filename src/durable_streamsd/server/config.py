@@ -20,6 +20,7 @@ class Config:
     max_open_segments: int = 4096
     checkpoint_interval: float = 30.0
     wal_file_bytes: int = 16 * 1024 * 1024
+    direct_io: bool = True
     segment_bytes: int = 64 * 1024 * 1024
     header_timeout: float = 10.0
     body_timeout: float = 30.0

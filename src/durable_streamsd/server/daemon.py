@@ -63,6 +63,7 @@ async def serve_forever(config: Config, ready: asyncio.Event | None = None) -> N
             max_open_segments=config.max_open_segments,
             checkpoint_interval=config.checkpoint_interval,
             wal_file_bytes=config.wal_file_bytes,
+            direct_io=config.direct_io,
             segment_bytes=config.segment_bytes,
         ),
     )
@@ -128,6 +129,10 @@ async def serve_forever(config: Config, ready: asyncio.Event | None = None) -> N
                 "ds_streams": ("Live streams", lambda: len(engine.by_id)),
                 "ds_appends": ("Appends accepted since start", lambda: engine.appends),
                 "ds_wal_syncs": ("Log syncs (group commits) since start", lambda: engine.committer.syncs),
+                "ds_wal_direct_batches": (
+                    "Group commits written with direct I/O from the loop",
+                    lambda: engine.committer.direct_batches,
+                ),
                 "ds_wal_lsn": ("Last log sequence number written", lambda: engine.lsn),
                 "ds_connections": ("Open client connections", lambda: len(state.connections)),
                 "ds_requests": ("Requests handled since start", lambda: state.requests),
@@ -140,6 +145,7 @@ async def serve_forever(config: Config, ready: asyncio.Event | None = None) -> N
         host=config.host,
         port=config.port,
         fsync=config.fsync,
+        log_writes="direct (Linux AIO)" if engine.committer.direct is not None else "sync thread",
         max_connections=max(0, fd_limit - config.max_open_segments - 64),
         fd_limit=fd_limit,
         metrics_port=config.metrics_port or None,
