@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from durable_streamsd.engine import StorageFailedError
 from durable_streamsd.engine.direct import BLOCK, Aio, DirectLog
 from durable_streamsd.engine.wal import list_wal_files
 
+from .support.client import Client
+from .support.server import ServerProcess, free_port
 from .test_engine import Harness
 
 PROPS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -257,3 +260,51 @@ def test_without_direct_io_the_sync_thread_carries_the_log(direct_dir: Path) -> 
     assert h.engine.committer.direct is None and h.engine.committer.direct_batches == 0
     assert h.engine.sync_executor.fused >= 10
     h.close()
+
+
+def _metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "sync-thread"])
+def test_the_daemon_loses_nothing_acknowledged_to_kill_9_either_way(direct_dir: Path, direct: bool) -> None:
+    """The daemon as users run it, with small log files so the log rotates:
+    every acknowledged append is back after kill -9, whichever way the log
+    was written, and the startup line and the metrics say which."""
+    metrics_port = free_port()
+    args = ["--metrics-port", str(metrics_port), "--wal-file-bytes", str(64 * 1024)]
+    if not direct:
+        args.append("--no-direct-io")
+    srv = ServerProcess(direct_dir / "data", *args).start()
+    expected = bytearray()
+    try:
+        c = Client(srv.port)
+        assert c.request("PUT", "/s/k", headers={"Content-Type": "application/octet-stream"}).status == 201
+        for i in range(300):
+            body = bytes([97 + i % 26]) * (1 + (i * 613) % 2500)
+            r = c.request("POST", "/s/k", body, {"Content-Type": "application/octet-stream"})
+            assert r.status == 204
+            expected += body
+        batches = _metric(metrics_port, "ds_wal_direct_batches")
+        assert batches >= 250 if direct else batches == 0
+        c.close()
+    finally:
+        srv.kill()
+    startup = srv.read_log()
+    assert ('"log_writes": "direct (Linux AIO)"' if direct else '"log_writes": "sync thread"') in startup
+    again = ServerProcess(direct_dir / "data", *args).start()
+    try:
+        c = Client(again.port)
+        r = c.request("GET", "/s/k?offset=-1")
+        body = bytearray(r.body)
+        while r.header("stream-up-to-date") != "true":
+            r = c.request("GET", f"/s/k?offset={r.header('stream-next-offset')}")
+            body += r.body
+        assert bytes(body) == bytes(expected)
+        c.close()
+    finally:
+        again.stop()
