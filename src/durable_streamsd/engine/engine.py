@@ -490,11 +490,13 @@ class Engine:
     def _rotate_wal(self) -> None:
         """Continue the log in a new file (a preallocated spare if ready)."""
         assert self.spares is not None and self.wal is not None
-        # The old file's last buffered records go with it to the committer,
-        # which writes them before anything in the new file (never here: a
-        # direct write of that file may still be in flight).
-        old_write = self.wal.take_pending()
         new = WalWriter(self.wal_dir, self.lsn + 1, self.spares.take())
+        # Only once the new file exists (if making it fails, the old one
+        # stays current with its records): the old file's last buffered
+        # records go with it to the committer, which writes them before
+        # anything in the new file (never here: a direct write of that file
+        # may still be in flight).
+        old_write = self.wal.take_pending()
         self.committer.rotate(new.fd, self._direct_for(new, self.committer.aio), old_write)
         self._wal_bytes_rotated += self.wal.size
         self.wal = new
