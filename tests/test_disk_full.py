@@ -1,8 +1,11 @@
 """A full disk: appends answer 507, reads keep working, nothing acknowledged
 is lost, and appends succeed again once space is freed, without a restart.
 
-The data directory lives on a small tmpfs the test mounts (we run as root
-in CI); where mounting is not allowed the test is skipped with the reason.
+The data directory lives on a small file system the test mounts (we run as
+root in CI): a tmpfs with the log through the sync thread
+(``--no-direct-io``), and an ext4 image on a loop device with the log
+written with direct I/O, the default. Where
+mounting is not allowed the test is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -21,13 +24,24 @@ FS_BYTES = 12 * 1024 * 1024
 CHUNK = b"z" * (64 * 1024)
 
 
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
+@pytest.fixture(params=["tmpfs", "ext4"])
+def small_fs(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
     mnt = tmp_path / "fs"
     mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={FS_BYTES}", "tmpfs", str(mnt)], capture_output=True)
+    if request.param == "tmpfs":
+        cmd = ["mount", "-t", "tmpfs", "-o", f"size={FS_BYTES}", "tmpfs", str(mnt)]
+    else:
+        image = tmp_path / "fs.img"
+        with open(image, "wb") as f:
+            f.truncate(FS_BYTES)
+        mkfs = ["mkfs.ext4", "-q", "-F", "-b", "4096", "-O", "^has_journal", str(image)]
+        made = subprocess.run(mkfs, capture_output=True)
+        if made.returncode != 0:
+            pytest.skip(f"cannot make an ext4 image here: {made.stderr.decode().strip()}")
+        cmd = ["mount", "-o", "loop", str(image), str(mnt)]
+    done = subprocess.run(cmd, capture_output=True)
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+        pytest.skip(f"cannot mount a small {request.param} here: {done.stderr.decode().strip()}")
     try:
         yield mnt
     finally:
@@ -39,7 +53,9 @@ def test_full_disk_answers_507_and_recovers_without_restart(small_fs: Path) -> N
     # An operator's file on the same disk, to free later.
     ballast = small_fs / "ballast"
     ballast.write_bytes(b"\0" * (4 * 1024 * 1024))
-    srv = ServerProcess(data, "--wal-file-bytes", str(256 * 1024), "--checkpoint-interval", "0.5").start()
+    direct = small_fs.parent.joinpath("fs.img").exists()
+    log_io = [] if direct else ["--no-direct-io"]
+    srv = ServerProcess(data, "--wal-file-bytes", str(256 * 1024), "--checkpoint-interval", "0.5", *log_io).start()
     c = Client(srv.port)
     ct = {"Content-Type": "application/octet-stream"}
     assert c.request("PUT", "/full/a", b"", ct).status == 201
@@ -84,9 +100,10 @@ def test_full_disk_answers_507_and_recovers_without_restart(small_fs: Path) -> N
     acked += 5
     c.close()
     assert srv.proc is not None and srv.proc.poll() is None
+    assert ('"log_writes": "direct (Linux AIO)"' if direct else '"log_writes": "sync thread"') in srv.read_log()
 
     srv.kill()
-    again = ServerProcess(data, "--wal-file-bytes", str(256 * 1024)).start()
+    again = ServerProcess(data, "--wal-file-bytes", str(256 * 1024), *log_io).start()
     c2 = Client(again.port)
     size = 0
     offset = "-1"

@@ -18,7 +18,7 @@ crash that tears it leaves every acknowledged record intact.
 
 Only Linux on x86-64 and arm64 is covered (the AIO system calls are made
 through ctypes, by number); elsewhere, or where the kernel or the file
-system refuses (tmpfs has no O_DIRECT), the log goes through the sync thread
+system refuses (tmpfs before Linux 6.6 has no O_DIRECT), the log goes through the sync thread
 as before.
 """
 
