@@ -24,7 +24,7 @@ from durable_streamsd.engine.wal import list_wal_files
 
 from .support.client import Client
 from .support.server import ServerProcess, free_port
-from .test_engine import Harness
+from .test_engine import Harness, recovered
 
 PROPS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -183,10 +183,7 @@ def test_appends_go_direct_and_survive_an_abandoned_process(direct_dir: Path) ->
     assert h.engine.sync_executor.fused == 0
     assert len(list_wal_files(h.engine.wal_dir)) >= 3, "the log should have rotated"
     h.abandon()
-    again = Harness(direct_dir / "data", wal_file_bytes=64 * 1024)
-    r = again.engine.get("/direct")
-    assert r is not None and again.read_all(r) == bytes(expected)
-    again.close()
+    assert recovered(direct_dir / "data", "/direct", wal_file_bytes=64 * 1024) == bytes(expected)
 
 
 @PROPS
@@ -222,10 +219,7 @@ def test_recovery_after_direct_batches_rebuilds_every_append(
     h.loop.run_until_complete(fut)
     assert not errors
     h.abandon()
-    again = Harness(data_dir, wal_file_bytes=32 * 1024)
-    r = again.engine.get("/p")
-    assert r is not None and again.read_all(r) == bytes(expected)
-    again.close()
+    assert recovered(data_dir, "/p", wal_file_bytes=32 * 1024) == bytes(expected)
 
 
 def test_a_refused_direct_write_fails_the_append_and_changes_nothing(direct_dir: Path) -> None:
@@ -246,10 +240,7 @@ def test_a_refused_direct_write_fails_the_append_and_changes_nothing(direct_dir:
         h.append(s, b"refused")
     assert s.tail == 4 and h.read_all(s) == b"kept"
     h.abandon()
-    again = Harness(direct_dir / "data")
-    r = again.engine.get("/refused")
-    assert r is not None and again.read_all(r) == b"kept"
-    again.close()
+    assert recovered(direct_dir / "data", "/refused") == b"kept"
 
 
 def test_without_direct_io_the_sync_thread_carries_the_log(direct_dir: Path) -> None:

@@ -103,6 +103,17 @@ class Harness:
         self.loop.close()
 
 
+def recovered(data_dir: Path, path: str, **overrides: Any) -> bytes | None:
+    """What a fresh start on data_dir reads back of the stream at path
+    (None: no such stream)."""
+    again = Harness(data_dir, **overrides)
+    try:
+        s = again.engine.get(path)
+        return None if s is None else again.read_all(s)
+    finally:
+        again.close()
+
+
 @pytest.fixture
 def harness(tmp_path: Path) -> Iterator[Harness]:
     h = Harness(tmp_path / "data")
@@ -725,10 +736,7 @@ def test_batches_are_written_and_synced_in_one_call(tmp_path: Path) -> None:
         h.append(s, b"%03d" % i)
     assert h.engine.sync_executor.fused >= 20
     h.abandon()
-    again = Harness(tmp_path / "data")
-    r = again.engine.get("/fused")
-    assert r is not None and again.read_all(r) == b"".join(b"%03d" % i for i in range(20))
-    again.close()
+    assert recovered(tmp_path / "data", "/fused") == b"".join(b"%03d" % i for i in range(20))
 
 
 def test_without_rwf_dsync_batches_fall_back_to_write_then_sync(
@@ -749,10 +757,7 @@ def test_without_rwf_dsync_batches_fall_back_to_write_then_sync(
         h.append(s, b"%03d" % i)
     assert len(calls) == 1 and h.engine.sync_executor.fused == 0
     h.abandon()
-    again = Harness(tmp_path / "data")
-    r = again.engine.get("/plain")
-    assert r is not None and again.read_all(r) == b"000001002003004"
-    again.close()
+    assert recovered(tmp_path / "data", "/plain") == b"000001002003004"
 
 
 def test_checkpoint_is_due_once_the_log_outgrows_its_budget_across_files(tmp_path: Path) -> None:

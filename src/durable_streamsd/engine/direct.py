@@ -124,11 +124,7 @@ class Aio:
             n = self._syscall(self._getevents, self._ctx, 0, _MAX_EVENTS, self._events, self._no_wait)
             if n <= 0:
                 return
-            for i in range(n):
-                key, _obj, res, _res2 = _EVENT.unpack_from(self._events, i * _EVENT.size)
-                done = self._waiting.pop(key, None)
-                if done is not None:
-                    done(res)
+            self._deliver(n)
 
     def wait_all(self) -> None:
         """Block until every write started has completed, answering each
@@ -139,11 +135,15 @@ class Aio:
                 if ctypes.get_errno() == errno.EINTR:
                     continue
                 raise _errno_error("io_getevents")
-            for i in range(n):
-                key, _obj, res, _res2 = _EVENT.unpack_from(self._events, i * _EVENT.size)
-                done = self._waiting.pop(key, None)
-                if done is not None:
-                    done(res)
+            self._deliver(n)
+
+    def _deliver(self, n: int) -> None:
+        """Answer the first n completions in the event buffer."""
+        for i in range(n):
+            key, _obj, res, _res2 = _EVENT.unpack_from(self._events, i * _EVENT.size)
+            done = self._waiting.pop(key, None)
+            if done is not None:
+                done(res)
 
     def close(self) -> None:
         if self._efd < 0:
