@@ -100,13 +100,8 @@ class SyncThread:
             try:
                 # Files rotated out first, in log order: a crash must never
                 # find later records durable and earlier ones lost.
-                for old_fd, old_write, old_direct in old:
-                    if old_write is not None:
-                        _write(old_write, old_direct)
-                    sync(old_fd)
-                    os.close(old_fd)
-                    if old_direct is not None:
-                        old_direct.close()
+                for old_file in old:
+                    _retire(old_file, sync)
                 if write is not None and direct is not None:
                     direct.write(write[1], write[2])  # durable when it returns
                 elif write is None or not self._write_synced(sync, write, fd):
@@ -208,11 +203,7 @@ class Committer:
         (old_write) are written, and the file synced and closed, by the next
         sync, before anything in the new one; with no syncs at all, now."""
         if self.mode == "never":
-            if old_write is not None:
-                _write_all(*old_write)
-            os.close(self._fd)
-            if self.direct is not None:
-                self.direct.close()
+            _retire((self._fd, old_write, self.direct), None)
         else:
             self._old.append((self._fd, old_write, self.direct))
         self._fd = new_fd
@@ -336,13 +327,8 @@ class Committer:
         """Release the log files rotated out, the direct writer and the AIO
         context (after drain: nothing is left to commit)."""
         old, self._old = self._old, []
-        for fd, write, direct in old:
-            if write is not None:
-                _write(write, direct)
-            if fd >= 0:  # -1: an engine opened but never started
-                os.close(fd)
-            if direct is not None:
-                direct.close()
+        for old_file in old:
+            _retire(old_file, None)
         if self.aio is not None:
             self.aio.close()
             self.aio = None
@@ -379,8 +365,18 @@ def _write_all(fd: int, offset: int, data: bytes | bytearray) -> None:
     view.release()
 
 
-def _write(write: PendingWrite, direct: DirectLog | None) -> None:
+def _retire(old: OldFile, sync: Callable[[int], None] | None) -> None:
+    """Write a rotated-out file's last bytes, sync it (unless sync is None:
+    nothing it holds awaits a commit) and close it."""
+    fd, write, direct = old
+    if write is not None:
+        if direct is not None:
+            direct.write(write[1], write[2])
+        else:
+            _write_all(*write)
+    if fd >= 0:  # -1: an engine opened but never started
+        if sync is not None:
+            sync(fd)
+        os.close(fd)
     if direct is not None:
-        direct.write(write[1], write[2])
-    else:
-        _write_all(*write)
+        direct.close()

@@ -97,10 +97,6 @@ class Aio:
         except OSError:
             return None  # ENOSYS under a seccomp filter, EAGAIN past fs.aio-max-nr
 
-    @property
-    def busy(self) -> int:
-        return len(self._waiting)
-
     def pwrite(self, fd: int, address: int, nbytes: int, offset: int, done: Completion) -> None:
         """Start one O_DSYNC write of nbytes at address to fd at offset;
         done runs on the loop once it is on stable storage (or has failed).
@@ -173,13 +169,13 @@ class DirectLog:
         self._buf = mmap.mmap(-1, 1 << 20)
         self._anchor: ctypes.c_char | None = ctypes.c_char.from_buffer(self._buf)
         self._address = ctypes.addressof(self._anchor)
-        self._staged = (0, 0, 0, b"")  # file offset, bytes to write, new end, new tail
+        self._staged = (0, 0, b"")  # bytes to write, new end, new tail
         self._done: Done = _nobody
 
     @staticmethod
     def open(path: str) -> DirectLog | None:
         """The file opened for direct writes, or None where refused."""
-        if _libc_syscall() is None:
+        if not _O_DIRECT or not _RWF_DSYNC:
             return None
         try:
             fd = os.open(path, os.O_WRONLY | _O_DIRECT | os.O_CLOEXEC)
@@ -203,7 +199,7 @@ class DirectLog:
         buf[len(tail) : used] = data
         buf[used:padded] = bytes(padded - used)
         whole = used - used % BLOCK
-        self._staged = (start, padded, offset + len(data), bytes(buf[whole:used]))
+        self._staged = (padded, offset + len(data), bytes(buf[whole:used]))
         return start, padded
 
     def _grow(self, need: int) -> None:
@@ -217,7 +213,7 @@ class DirectLog:
         self._address = ctypes.addressof(self._anchor)
 
     def _commit_staged(self) -> None:
-        _start, _n, self.end, self._tail = self._staged
+        _n, self.end, self._tail = self._staged
 
     def write(self, offset: int, data: bytes | bytearray) -> None:
         """Write and make durable, blocking (from the sync thread)."""
@@ -245,7 +241,7 @@ class DirectLog:
         # A bound method, not a closure per batch: compiled, a closure and
         # its captured frame form a cycle left to the garbage collector.
         done, self._done = self._done, _nobody
-        n = self._staged[1]
+        n = self._staged[0]
         if res == n:
             self._commit_staged()
             done(None)

@@ -429,7 +429,7 @@ class Engine:
             else:
                 committed.set_exception(exc)
 
-        self.committer.barrier(done)
+        self.barrier(done)
         await committed
 
     def _prepare_checkpoint(self, rotate: bool) -> _CheckpointJob:
